@@ -1,0 +1,1 @@
+"""Code shared by two or more face restoration services. Never imports a service."""

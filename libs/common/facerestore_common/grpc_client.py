@@ -1,0 +1,59 @@
+"""Outgoing gRPC calls: channels with sane limits and the metadata that carries
+identity, request id and trace context to the next service."""
+
+from __future__ import annotations
+
+import grpc
+
+from facerestore_common.logging import request_id_var
+from facerestore_common.settings import AuthClientSettings
+from facerestore_common.telemetry import current_traceparent
+from facerestore_common.tokens import JwksCache, TokenVerifier
+
+
+def insecure_channel(target: str, max_message_bytes: int = 8 * 1024 * 1024) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+
+
+def call_metadata(bearer: str | None = None) -> tuple[tuple[str, str], ...]:
+    metadata: list[tuple[str, str]] = []
+    if bearer:
+        metadata.append(("authorization", f"Bearer {bearer}"))
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    traceparent = current_traceparent()
+    if traceparent:
+        metadata.append(("traceparent", traceparent))
+    return tuple(metadata)
+
+
+def remote_jwks_fetcher(channel: grpc.aio.Channel, timeout_seconds: float = 3.0):  # type: ignore[no-untyped-def]
+    """A JwksCache fetcher that asks the auth service over gRPC."""
+    from facerestore.auth.v1 import auth_pb2, auth_pb2_grpc
+
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def fetch() -> str:
+        response = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=timeout_seconds, metadata=call_metadata())
+        return str(response.jwks_json)
+
+    return fetch
+
+
+def remote_token_verifier(settings: AuthClientSettings) -> tuple[TokenVerifier, grpc.aio.Channel]:
+    """A verifier whose keys come from the auth service; the caller closes the channel."""
+    channel = insecure_channel(settings.auth_grpc_target)
+    verifier = TokenVerifier(
+        JwksCache(remote_jwks_fetcher(channel), settings.jwks_cache_seconds),
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_leeway_seconds,
+    )
+    return verifier, channel

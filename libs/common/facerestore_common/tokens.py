@@ -1,0 +1,124 @@
+"""Access-token verification against the auth service's published keys (JWKS)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import jwt
+
+from facerestore_common.errors import PermissionDenied, Unauthenticated
+
+ALGORITHMS = ["RS256"]
+ROLES = ("user", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    role: str
+    session_id: str
+    token_id: str
+    token: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+
+
+def require_principal() -> Principal:
+    principal = current_principal.get()
+    if principal is None:
+        raise Unauthenticated("a bearer token is required")
+    return principal
+
+
+def require_admin() -> Principal:
+    principal = require_principal()
+    if not principal.is_admin:
+        raise PermissionDenied("this needs the admin role", reason="forbidden")
+    return principal
+
+
+JwksFetcher = Callable[[], Awaitable[str]]
+
+
+class JwksCache:
+    """Caches the key set; refetches when it is stale or a token names an unknown kid."""
+
+    def __init__(self, fetch: JwksFetcher, ttl_seconds: int, min_refetch_seconds: float = 5.0) -> None:
+        self._fetch = fetch
+        self._ttl = ttl_seconds
+        self._min_refetch = min_refetch_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self._min_refetch and self._keys:
+                return
+            key_set = jwt.PyJWKSet.from_json(await self._fetch())
+            self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+            self._fetched_at = time.monotonic()
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        if not self._keys or time.monotonic() - self._fetched_at > self._ttl:
+            await self._refresh()
+        if kid not in self._keys:
+            await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise Unauthenticated("the token was signed with an unknown key", reason="invalid-token") from None
+
+
+class TokenVerifier:
+    def __init__(self, keys: JwksCache, issuer: str, audience: str, leeway_seconds: int) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the token is malformed", reason="invalid-token") from None
+        if header.get("alg") not in ALGORITHMS or not isinstance(header.get("kid"), str):
+            raise Unauthenticated("the token's algorithm or key id is not accepted", reason="invalid-token")
+        key = await self._keys.key(header["kid"])
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "sid", "jti", "role"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired", reason="token-expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the token is not valid", reason="invalid-token") from None
+        if claims["role"] not in ROLES:
+            raise Unauthenticated("the token carries an unknown role", reason="invalid-token")
+        return Principal(
+            user_id=claims["sub"], role=claims["role"], session_id=claims["sid"], token_id=claims["jti"], token=token
+        )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
