@@ -1,0 +1,1 @@
+"""Auth service: one-time codes by SMS, JWT access tokens, refresh tokens, users."""

@@ -1,0 +1,25 @@
+"""Phone numbers, parsed and normalised to E.164."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from facerestore_common.errors import InvalidArgument
+
+_ACCEPTED_TYPES = {
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+}
+
+
+def normalize_phone(raw: str, default_region: str = "") -> str:
+    """Return the E.164 form of a valid, SMS-capable number, or raise InvalidArgument."""
+    try:
+        number = phonenumbers.parse(raw, default_region.upper() or None)
+    except phonenumbers.NumberParseException:
+        raise InvalidArgument("this is not a phone number", reason="invalid-phone") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidArgument("this phone number is not valid", reason="invalid-phone")
+    if phonenumbers.number_type(number) not in _ACCEPTED_TYPES:
+        raise InvalidArgument("this phone number cannot receive text messages", reason="invalid-phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
