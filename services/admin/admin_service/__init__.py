@@ -1,0 +1,1 @@
+"""Admin service: all-user views, moderation and statistics; every action is audited."""
