@@ -1,0 +1,1 @@
+"""API gateway: the only public entry to the platform."""

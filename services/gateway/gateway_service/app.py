@@ -1,0 +1,71 @@
+"""The FastAPI application: lifespan, request context, error handlers, routers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from opentelemetry import trace
+from redis.asyncio import Redis
+
+from facerestore_common.grpc_client import remote_jwks_fetcher
+from facerestore_common.logging import get_logger, request_id_var
+from facerestore_common.tokens import JwksCache, TokenVerifier
+from gateway_service import problems
+from gateway_service.clients import ServiceClients
+from gateway_service.routes import admin, auth, health, images
+from gateway_service.settings import Settings
+
+log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        clients = ServiceClients.connect(settings)
+        app.state.settings = settings
+        app.state.clients = clients
+        app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.verifier = TokenVerifier(
+            JwksCache(remote_jwks_fetcher(clients.channels["auth"]), settings.jwks_cache_seconds),
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_leeway_seconds,
+        )
+        yield
+        await clients.close()
+        await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="Face restoration API",
+        version="1.0.0",
+        description="Sign in with a code sent to your phone, upload a face photo, get it back restored.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
+            response = await call_next(request)
+            log.info(
+                "http_request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+    for router in (health.router, auth.router, images.router, admin.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,29 @@
+"""Start-up of the gateway."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from facerestore_common.logging import configure_logging
+from facerestore_common.telemetry import configure_tracing
+from gateway_service.app import create_app
+from gateway_service.settings import Settings
+
+
+def run() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,121 @@
+"""RFC 9457 problem details: the one error shape clients see, with a stable `type`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facerestore_common.errors import REASON_METADATA_KEY, DomainError
+from facerestore_common.logging import get_logger, request_id_var
+
+log = get_logger(__name__)
+
+PROBLEM_BASE = "https://facerestore.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_STATUS_BY_REASON = {
+    "payload-too-large": 413,
+    "unsupported-media-type": 415,
+    "rate-limited": 429,
+}
+_STATUS_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.OUT_OF_RANGE: 422,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+}
+_TITLES = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + problem.reason,
+        "title": _TITLES.get(problem.status, "Error"),
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+        **problem.extra,
+    }
+    headers = {**problem.headers}
+    if problem.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
+    code = error.code()
+    reason = str(dict(error.trailing_metadata() or ()).get(REASON_METADATA_KEY) or "")
+    status = _STATUS_BY_REASON.get(reason) or _STATUS_BY_CODE.get(code, 500)
+    if status >= 500:
+        log.error("service_call_failed", code=code.name, details=error.details())
+        if status == 503:
+            return Problem(503, reason or "service-unavailable", "a service is unavailable; try again shortly")
+        return Problem(500, "internal", "something went wrong on our side")
+    return Problem(status, reason or code.name.lower().replace("_", "-"), error.details() or "")
+
+
+def from_domain_error(error: DomainError) -> Problem:
+    status = _STATUS_BY_REASON.get(error.reason) or _STATUS_BY_CODE.get(error.status, 500)
+    return Problem(status, error.reason, error.detail)
+
+
+def install(app: Any) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(from_domain_error(exc), request)
+
+    @app.exception_handler(grpc.aio.AioRpcError)
+    async def _rpc(request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
+        return problem_response(from_rpc_error(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        return problem_response(Problem(422, "validation-error", "the request is not valid", errors=errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(Problem(exc.status_code, reason, str(exc.detail)), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        return problem_response(Problem(500, "internal", "something went wrong on our side"), request)

@@ -1,0 +1,97 @@
+"""Admin-only views and moderation."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from facerestore.admin.v1 import admin_pb2
+from facerestore_common.grpc_client import call_metadata
+from gateway_service.convert import admin_image_out, user_out
+from gateway_service.dependencies import AdminUser, AppSettings, Clients
+from gateway_service.schemas import AdminImagePage, ProblemDetails, StatsOut, UserPage
+
+router = APIRouter(tags=["admin"])
+_problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
+_admin_errors = {401: _problem, 403: {**_problem, "description": "Not an admin"}}
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/v1/admin/users", response_model=UserPage, summary="All users", responses=_admin_errors)
+async def list_users(
+    admin: AdminUser, clients: Clients, settings: AppSettings, limit: Limit = 50, cursor: Cursor = None
+) -> UserPage:
+    response = await clients.admin.ListUsers(
+        admin_pb2.ListUsersRequest(limit=limit, cursor=cursor or ""),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(admin.token),
+    )
+    return UserPage(items=[user_out(user) for user in response.users], next_cursor=response.next_cursor or None)
+
+
+@router.get(
+    "/v1/admin/images",
+    response_model=AdminImagePage,
+    summary="Everyone's images, newest first",
+    responses=_admin_errors,
+)
+async def list_images(
+    request: Request,
+    admin: AdminUser,
+    clients: Clients,
+    settings: AppSettings,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    user_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> AdminImagePage:
+    response = await clients.admin.ListImages(
+        admin_pb2.ListImagesRequest(limit=limit, cursor=cursor or "", user_id=user_id or ""),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(admin.token),
+    )
+    return AdminImagePage(
+        items=[admin_image_out(image, request) for image in response.images], next_cursor=response.next_cursor or None
+    )
+
+
+@router.delete(
+    "/v1/admin/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove anyone's image (recorded in the audit log)",
+    responses={**_admin_errors, 404: _problem},
+)
+async def delete_image(
+    image_id: str,
+    admin: AdminUser,
+    clients: Clients,
+    settings: AppSettings,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    await clients.admin.DeleteImage(
+        admin_pb2.DeleteImageRequest(image_id=image_id, reason=reason or ""),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(admin.token),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/v1/admin/stats", response_model=StatsOut, summary="Usage and model statistics", responses=_admin_errors)
+async def stats(admin: AdminUser, clients: Clients, settings: AppSettings) -> StatsOut:
+    response = await clients.admin.GetStats(
+        admin_pb2.GetStatsRequest(), timeout=settings.grpc_deadline_seconds, metadata=call_metadata(admin.token)
+    )
+    return StatsOut(
+        users=response.users,
+        admins=response.admins,
+        images_total=response.images_total,
+        images_by_status=dict(response.images_by_status),
+        faces_total=response.faces_total,
+        mean_sharpness_gain=response.mean_sharpness_gain,
+        mean_duration_ms=response.mean_duration_ms,
+        moderation_actions=response.moderation_actions,
+        generated_at=response.generated_at.ToDatetime(tzinfo=UTC),
+    )

@@ -1,0 +1,139 @@
+"""A user's own images: upload, read, list, delete; and the download links."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+
+from facerestore.history.v1 import history_pb2
+from facerestore.upload.v1 import upload_pb2
+from facerestore_common.grpc_client import call_metadata
+from gateway_service.convert import image_out
+from gateway_service.dependencies import AppSettings, Clients, CurrentUser
+from gateway_service.problems import Problem
+from gateway_service.schemas import ImageOut, ImagePage, ProblemDetails
+
+router = APIRouter(tags=["images"])
+_problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/v1/images",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImageOut,
+    summary="Upload a face photo (JPEG or PNG, at most 1 MB) for restoration",
+    responses={
+        401: _problem,
+        413: {**_problem, "description": "Larger than 1 MB"},
+        415: {**_problem, "description": "Not a JPEG or PNG"},
+        422: {**_problem, "description": "Not decodable, too small or too large in pixels, or bad metadata"},
+        503: _problem,
+    },
+)
+async def upload_image(
+    request: Request,
+    user: CurrentUser,
+    clients: Clients,
+    settings: AppSettings,
+    file: Annotated[UploadFile, File(description="The photo")],
+    tags: Annotated[str | None, Form(description="Comma-separated tags", max_length=400)] = None,
+    note: Annotated[str | None, Form(max_length=500)] = None,
+    location: Annotated[str | None, Form(max_length=100)] = None,
+) -> ImageOut:
+    content = await file.read(settings.max_upload_bytes + 1)
+    if len(content) > settings.max_upload_bytes:
+        raise Problem(413, "payload-too-large", f"the file is larger than {settings.max_upload_bytes} bytes")
+    response = await clients.upload.CreateUpload(
+        upload_pb2.CreateUploadRequest(
+            content=content,
+            filename=file.filename or "",
+            tags=[tag for tag in (tags or "").split(",") if tag.strip()],
+            note=note or "",
+            location=location or "",
+        ),
+        timeout=settings.upload_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    return ImageOut(
+        id=response.image_id,
+        status="queued",
+        created_at=response.created_at.ToDatetime(tzinfo=UTC),
+        width=response.width,
+        height=response.height,
+        tags=[tag.strip().lower() for tag in (tags or "").split(",") if tag.strip()],
+        note=(note or "").strip(),
+        location=(location or "").strip(),
+    )
+
+
+@router.get("/v1/images", response_model=ImagePage, summary="Your images, newest first", responses={401: _problem})
+async def list_images(
+    request: Request,
+    user: CurrentUser,
+    clients: Clients,
+    settings: AppSettings,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ImagePage:
+    response = await clients.history.ListImages(
+        history_pb2.ListImagesRequest(limit=limit, cursor=cursor or ""),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    return ImagePage(
+        items=[image_out(image, request) for image in response.images], next_cursor=response.next_cursor or None
+    )
+
+
+@router.get(
+    "/v1/images/{image_id}",
+    response_model=ImageOut,
+    summary="One of your images",
+    responses={401: _problem, 404: _problem},
+)
+async def get_image(
+    request: Request, image_id: str, user: CurrentUser, clients: Clients, settings: AppSettings
+) -> ImageOut:
+    response = await clients.history.GetImage(
+        history_pb2.GetImageRequest(image_id=image_id),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    return image_out(response.image, request)
+
+
+@router.delete(
+    "/v1/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete one of your images and every file made from it",
+    responses={401: _problem, 404: _problem},
+)
+async def delete_image(image_id: str, user: CurrentUser, clients: Clients, settings: AppSettings) -> Response:
+    await clients.history.DeleteImage(
+        history_pb2.DeleteImageRequest(image_id=image_id),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/files/{token}",
+    name="download_file",
+    summary="Download an image through a short-lived link from an image's *_url field",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: _problem},
+)
+async def download_file(token: str, clients: Clients, settings: AppSettings) -> Response:
+    if len(token) > 2048:
+        raise Problem(404, "not-found", "this link has expired or does not exist")
+    response = await clients.history.GetContent(
+        history_pb2.GetContentRequest(token=token), timeout=settings.grpc_deadline_seconds, metadata=call_metadata()
+    )
+    return Response(
+        content=response.content,
+        media_type=response.content_type,
+        headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"},
+    )
