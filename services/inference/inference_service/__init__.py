@@ -1,0 +1,1 @@
+"""Inference service: the worker that restores uploaded faces."""

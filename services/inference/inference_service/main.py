@@ -1,0 +1,61 @@
+"""Wiring and start-up of the inference worker; SIGTERM stops consuming, lets the
+message in hand finish, then exits (unfinished messages are redelivered)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from prometheus_client import start_http_server
+
+from facerestore_common import mongo
+from facerestore_common.events import EventBus, ProcessedEvents
+from facerestore_common.logging import configure_logging, get_logger
+from facerestore_common.storage import BlobStore
+from facerestore_common.telemetry import configure_tracing
+from inference_service.restoration.classical import ClassicalRestorer
+from inference_service.settings import Settings
+from inference_service.worker import RestorationWorker
+
+log = get_logger(__name__)
+
+
+async def work(settings: Settings) -> None:
+    blobs = BlobStore(settings)
+    await blobs.ensure_bucket()
+    database = mongo.connect(settings.mongo_url, settings.mongo_database)
+    bus = EventBus(settings.amqp_url.get_secret_value(), settings.events_exchange, settings.queue_prefix, "inference")
+    await bus.connect()
+    restorer = ClassicalRestorer()
+    worker = RestorationWorker(blobs, bus, restorer, settings.thumbnail_max_side, settings.output_jpeg_quality)
+    await bus.consume(
+        "inference",
+        ["image.uploaded"],
+        worker,
+        ProcessedEvents(database["processed_events"], "inference"),
+        settings.consumer_prefetch,
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    log.info("inference_ready", restorer=restorer.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("inference_stopping")
+    await bus.stop_consuming(settings.shutdown_grace_seconds)
+    await bus.close()
+    database.client.close()
+    log.info("inference_stopped")
+
+
+def run() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
+    asyncio.run(work(settings))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Face restoration back-ends behind one small interface."""
