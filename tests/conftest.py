@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack_harness import RunningStack, random_mobile
+
+
+def face_photo(name: str = "t1.jpg") -> Path:
+    """Real face photos shipped in the insightface wheel (installed without its dependencies)."""
+    spec = importlib.util.find_spec("insightface")
+    assert spec is not None and spec.origin is not None, "insightface (test data) is not installed"
+    path = Path(spec.origin).parent / "data" / "images" / name
+    assert path.exists(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = RunningStack(
+        var_dir=tmp_path_factory.mktemp("stack"), stack_id=uuid.uuid4().hex, admin_phone=random_mobile()
+    )
+    running.start()
+    yield running
+    code = running.stop()
+    assert code == 0, running.logs_tail()

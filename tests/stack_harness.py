@@ -1,0 +1,152 @@
+"""Starts the platform as `make run` does (deploy/local/stack.py), on free ports and
+a private data folder, against the machine's real RabbitMQ and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK_SCRIPT = ROOT / "deploy" / "local" / "stack.py"
+PORT_NAMES = ("GATEWAY", "AUTH", "UPLOAD", "HISTORY", "ADMIN", "INFERENCE_METRICS", "MONGO", "S3")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def random_mobile() -> str:
+    """A valid German mobile number (+49 151 ...), different on every call."""
+    return f"+49151{secrets.randbelow(10**8):08d}"
+
+
+@dataclass
+class RunningStack:
+    var_dir: Path
+    stack_id: str
+    admin_phone: str
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    namespace: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['GATEWAY']}"
+
+    @property
+    def outbox(self) -> Path:
+        return self.var_dir / "sms_outbox.jsonl"
+
+    def environment(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("STACK_")}
+        for name in ("MONGO_URL", "S3_ENDPOINT"):
+            env.pop(name, None)
+        env.update({f"STACK_{name}_PORT": str(port) for name, port in self.ports.items()})
+        env.update(
+            VAR_DIR=str(self.var_dir),
+            FACERESTORE_STACK_ID=self.stack_id,
+            ADMIN_PHONES=self.admin_phone,
+            EVENTS_EXCHANGE=f"{self.namespace}.events",
+            QUEUE_PREFIX=self.namespace,
+            LOG_LEVEL="INFO",
+        )
+        return env
+
+    def start(self, timeout: float = 120.0) -> None:
+        if not self.ports:
+            self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.process = subprocess.Popen(
+            [sys.executable, str(STACK_SCRIPT)],
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        output = []
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            output.append(line)
+            if "platform is up" in line:
+                return
+            if time.monotonic() > deadline:
+                break
+        self.stop()
+        raise RuntimeError("the stack did not come up:\n" + "".join(output) + self.logs_tail())
+
+    def logs_tail(self, lines: int = 30) -> str:
+        text = []
+        for log in sorted((self.var_dir / "log").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            text.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(text)
+
+    def stop(self, timeout: float = 40.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def leftover_processes(self) -> list[int]:
+        """Pids of processes still marked with this stack's id."""
+        marker = f"FACERESTORE_STACK_ID={self.stack_id}".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def latest_code(self, phone: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.exists():
+                for line in reversed(self.outbox.read_text().splitlines()):
+                    message = json.loads(line)
+                    if message["to"] == phone:
+                        match = re.search(r"\b(\d{6})\b", message["body"])
+                        assert match, message
+                        return match.group(1)
+            time.sleep(0.1)
+        raise AssertionError(f"no SMS to {phone} in {self.outbox}")
+
+    def sign_in(self, client: httpx.Client, phone: str) -> dict[str, str]:
+        response = client.post("/v1/auth/otp", json={"phone": phone})
+        assert response.status_code == 202, response.text
+        code = self.latest_code(phone)
+        response = client.post("/v1/auth/otp/verify", json={"phone": phone, "code": code})
+        assert response.status_code == 200, response.text
+        return response.json()
