@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import aio_pika
@@ -70,8 +70,19 @@ class ProcessedEvents:
 
 
 class EventBus:
-    def __init__(self, amqp_url: str, exchange: str, queue_prefix: str, producer: str) -> None:
+    def __init__(
+        self,
+        amqp_url: str,
+        exchange: str,
+        queue_prefix: str,
+        producer: str,
+        topology: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self._url = amqp_url
+        self._topology = dict(topology or {})
+        # Events that some consumer must get: publishing one that no queue takes is an error.
+        # Other events (no consumer yet, e.g. image.deleted) are fire-and-forget.
+        self._required_keys = {key for keys in self._topology.values() for key in keys}
         self._exchange_name = exchange
         self._queue_prefix = queue_prefix
         self._producer = producer
@@ -91,8 +102,14 @@ class EventBus:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": self._producer}
         )
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)  # type: ignore[assignment]
+        # A mandatory message that no queue is bound to comes back from the broker:
+        # publish() then raises instead of the event vanishing.
+        self._publish_channel = await self._connection.channel(  # type: ignore[assignment]
+            publisher_confirms=True, on_return_raises=True
+        )
         await self._declare_exchanges(self._publish_channel)
+        for consumer, routing_keys in self._topology.items():
+            await self.declare_queue(consumer, routing_keys)
 
     async def _declare_exchanges(self, channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
         await channel.declare_exchange(self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
@@ -114,7 +131,7 @@ class EventBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers={"traceparent": envelope.traceparent},
         )
-        await exchange.publish(message, routing_key=envelope.type, mandatory=True)
+        await exchange.publish(message, routing_key=envelope.type, mandatory=envelope.type in self._required_keys)
         log.info("event_published", event_type=envelope.type, event_id=envelope.event_id)
 
     async def declare_queue(self, consumer: str, routing_keys: Sequence[str]) -> aio_pika.abc.AbstractQueue:

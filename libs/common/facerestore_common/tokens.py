@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from facerestore_common.errors import PermissionDenied, Unauthenticated
+from facerestore_common.errors import PermissionDenied, Unauthenticated, Unavailable
 
 ALGORITHMS = ["RS256"]
 ROLES = ("user", "admin")
@@ -64,8 +64,15 @@ class JwksCache:
         async with self._lock:
             if time.monotonic() - self._fetched_at < self._min_refetch and self._keys:
                 return
-            key_set = jwt.PyJWKSet.from_json(await self._fetch())
-            self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+            try:
+                document = await self._fetch()
+            except Exception as error:
+                raise Unavailable("tokens cannot be checked right now", reason="auth-unavailable") from error
+            try:
+                keys = jwt.PyJWKSet.from_json(document).keys
+            except jwt.PyJWKSetError:
+                keys = []  # no usable key: every token is then refused as signed by an unknown key
+            self._keys = {key.key_id: key for key in keys if key.key_id}
             self._fetched_at = time.monotonic()
 
     async def key(self, kid: str) -> jwt.PyJWK:

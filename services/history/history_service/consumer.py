@@ -9,8 +9,6 @@ from history_service.items import sort_key
 
 log = get_logger(__name__)
 
-ROUTING_KEYS = ["image.uploaded", "image.processing", "image.restored", "image.failed"]
-
 
 class HistoryProjector:
     def __init__(self, history: History) -> None:

@@ -12,7 +12,8 @@ from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.logging import configure_logging
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import configure_tracing
-from history_service.consumer import ROUTING_KEYS, HistoryProjector
+from facerestore_common.topology import CONSUMER_BINDINGS
+from history_service.consumer import HistoryProjector
 from history_service.downloads import DownloadTokens
 from history_service.grpc_api import ACCESS_POLICY, HistoryApi
 from history_service.history import History
@@ -26,7 +27,13 @@ async def serve(settings: Settings) -> None:
     await items.create_indexes()
     blobs = BlobStore(settings)
     await blobs.ensure_bucket()
-    bus = EventBus(settings.amqp_url.get_secret_value(), settings.events_exchange, settings.queue_prefix, "history")
+    bus = EventBus(
+        settings.amqp_url.get_secret_value(),
+        settings.events_exchange,
+        settings.queue_prefix,
+        "history",
+        topology=CONSUMER_BINDINGS,
+    )
     await bus.connect()
     history = History(
         items,
@@ -36,7 +43,7 @@ async def serve(settings: Settings) -> None:
     )
     await bus.consume(
         "history",
-        ROUTING_KEYS,
+        CONSUMER_BINDINGS["history"],
         HistoryProjector(history),
         ProcessedEvents(database["processed_events"], "history"),
         settings.consumer_prefetch,

@@ -13,6 +13,7 @@ from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.logging import configure_logging, get_logger
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import configure_tracing
+from facerestore_common.topology import CONSUMER_BINDINGS
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.settings import Settings
 from inference_service.worker import RestorationWorker
@@ -24,13 +25,19 @@ async def work(settings: Settings) -> None:
     blobs = BlobStore(settings)
     await blobs.ensure_bucket()
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
-    bus = EventBus(settings.amqp_url.get_secret_value(), settings.events_exchange, settings.queue_prefix, "inference")
+    bus = EventBus(
+        settings.amqp_url.get_secret_value(),
+        settings.events_exchange,
+        settings.queue_prefix,
+        "inference",
+        topology=CONSUMER_BINDINGS,
+    )
     await bus.connect()
     restorer = ClassicalRestorer()
     worker = RestorationWorker(blobs, bus, restorer, settings.thumbnail_max_side, settings.output_jpeg_quality)
     await bus.consume(
         "inference",
-        ["image.uploaded"],
+        CONSUMER_BINDINGS["inference"],
         worker,
         ProcessedEvents(database["processed_events"], "inference"),
         settings.consumer_prefetch,

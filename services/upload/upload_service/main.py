@@ -12,6 +12,7 @@ from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.logging import configure_logging
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import configure_tracing
+from facerestore_common.topology import CONSUMER_BINDINGS
 from upload_service.grpc_api import ACCESS_POLICY, UploadApi
 from upload_service.jobs import JobRepository
 from upload_service.settings import Settings
@@ -25,7 +26,13 @@ async def serve(settings: Settings) -> None:
     await jobs.create_indexes()
     blobs = BlobStore(settings)
     await blobs.ensure_bucket()
-    bus = EventBus(settings.amqp_url.get_secret_value(), settings.events_exchange, settings.queue_prefix, "upload")
+    bus = EventBus(
+        settings.amqp_url.get_secret_value(),
+        settings.events_exchange,
+        settings.queue_prefix,
+        "upload",
+        topology=CONSUMER_BINDINGS,
+    )
     await bus.connect()
     verifier, auth_channel = remote_token_verifier(settings)
     limits = ImageLimits(

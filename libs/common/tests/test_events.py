@@ -1,0 +1,357 @@
+"""The event bus on the machine's real RabbitMQ, with processed event ids kept in the
+MongoDB stand-in. Every test gets its own exchange and queues (named from
+`unique_name`) and deletes them at the end, so the shared broker stays clean."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from opentelemetry import trace
+
+from facerestore.events.v1 import events_pb2
+from facerestore_common import mongo
+from facerestore_common.events import EventBus, EventHandler, PermanentEventError, ProcessedEvents, new_envelope
+
+TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+SPAN_ID = 0x00F067AA0BA902B7
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+WAIT_SECONDS = 10.0
+
+
+def uploaded(image_id: str = "img-1") -> events_pb2.Envelope:
+    """An image.uploaded envelope created inside a known trace."""
+    span_context = trace.SpanContext(
+        TRACE_ID, SPAN_ID, is_remote=False, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    )
+    with trace.use_span(trace.NonRecordingSpan(span_context)):
+        return new_envelope(
+            "upload",
+            image_uploaded=events_pb2.ImageUploaded(
+                image_id=image_id, user_id="user-1", original_key=f"originals/user-1/{image_id}.jpg", tags=["old"]
+            ),
+        )
+
+
+def deleted(image_id: str = "img-1") -> events_pb2.Envelope:
+    return new_envelope("upload", image_deleted=events_pb2.ImageDeleted(image_id=image_id, user_id="user-1"))
+
+
+@dataclass
+class Broker:
+    """The bus under test plus a separate connection to look into queues, as an operator would."""
+
+    bus: EventBus
+    exchange: str
+    inspector: AbstractRobustConnection
+    database: AsyncIOMotorDatabase
+    consumers: list[str] = field(default_factory=list)
+
+    def processed(self, consumer: str) -> ProcessedEvents:
+        return ProcessedEvents(self.database["processed_events"], consumer)
+
+    async def consume(self, consumer: str, routing_keys: list[str], handler: EventHandler, prefetch: int = 1) -> str:
+        self.consumers.append(consumer)
+        await self.bus.consume(consumer, routing_keys, handler, self.processed(consumer), prefetch)
+        return self.bus.queue_name(consumer)
+
+    async def ready_count(self, queue: str) -> int:
+        """Messages waiting in a queue (unacked ones return here once the bus is closed)."""
+        channel = await self.inspector.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
+
+    async def take(self, queue: str, within: float = WAIT_SECONDS) -> AbstractIncomingMessage:
+        """Take one message off a queue, waiting for it to arrive."""
+        channel = await self.inspector.channel()
+        try:
+            source = await channel.get_queue(queue, ensure=False)
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                message = await source.get(no_ack=True, fail=False)
+                if message is not None:
+                    return message
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"nothing arrived in {queue} within {within} s")
+        finally:
+            await channel.close()
+
+
+@pytest.fixture
+async def broker(amqp_url: str, mongo_url: str, unique_name: str) -> AsyncIterator[Broker]:
+    exchange = f"{unique_name}.events"
+    bus = EventBus(amqp_url, exchange, unique_name, producer="events-test")
+    await bus.connect()
+    inspector = await aio_pika.connect_robust(amqp_url)
+    database = mongo.connect(mongo_url, unique_name)
+    state = Broker(bus, exchange, inspector, database)
+    try:
+        yield state
+    finally:
+        await bus.close()
+        channel = await inspector.channel()
+        for consumer in state.consumers:
+            await channel.queue_delete(bus.queue_name(consumer))
+            await channel.queue_delete(f"{bus.queue_name(consumer)}.dlq")
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(bus.dead_letter_exchange)
+        await inspector.close()
+        await database.client.drop_database(unique_name)
+        database.client.close()
+
+
+async def test_published_event_reaches_only_consumers_bound_to_its_routing_key(broker: Broker) -> None:
+    received: dict[str, list[events_pb2.Envelope]] = {"history": [], "cleanup": []}
+    trace_ids: list[int] = []
+    got_upload = asyncio.Event()
+    got_delete = asyncio.Event()
+
+    async def on_upload(envelope: events_pb2.Envelope) -> None:
+        received["history"].append(envelope)
+        trace_ids.append(trace.get_current_span().get_span_context().trace_id)
+        got_upload.set()
+
+    async def on_delete(envelope: events_pb2.Envelope) -> None:
+        received["cleanup"].append(envelope)
+        got_delete.set()
+
+    await broker.consume("history", ["image.uploaded"], on_upload)
+    await broker.consume("cleanup", ["image.deleted"], on_delete)
+    upload = uploaded()
+    delete = deleted()
+
+    await broker.bus.publish(upload)
+    # Publishing waits for the broker's confirm, i.e. the upload was routed before the
+    # delete: had it reached the cleanup queue, it would be delivered there first.
+    await broker.bus.publish(delete)
+    await asyncio.wait_for(got_upload.wait(), WAIT_SECONDS)
+    await asyncio.wait_for(got_delete.wait(), WAIT_SECONDS)
+
+    assert received["history"] == [upload]
+    assert received["cleanup"] == [delete]
+    (got,) = received["history"]
+    assert got.type == "image.uploaded"
+    assert got.image_uploaded.image_id == "img-1"
+    assert list(got.image_uploaded.tags) == ["old"]
+    assert got.traceparent == TRACEPARENT
+    assert trace_ids == [TRACE_ID]  # the handler runs inside the publisher's trace
+
+
+async def test_wildcard_binding_receives_every_image_event(broker: Broker) -> None:
+    types: list[str] = []
+    both = asyncio.Event()
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        types.append(envelope.type)
+        if len(types) == 2:
+            both.set()
+
+    await broker.consume("audit", ["image.*"], handler)
+    await broker.bus.publish(uploaded())
+    await broker.bus.publish(deleted())
+    await asyncio.wait_for(both.wait(), WAIT_SECONDS)
+
+    assert types == ["image.uploaded", "image.deleted"]
+
+
+async def test_event_delivered_twice_is_handled_once_and_both_deliveries_are_acked(broker: Broker) -> None:
+    handled: list[str] = []
+    sentinel_seen = asyncio.Event()
+    envelope = uploaded("img-dup")
+    sentinel = uploaded("img-sentinel")
+
+    async def handler(got: events_pb2.Envelope) -> None:
+        handled.append(got.event_id)
+        if got.event_id == sentinel.event_id:
+            sentinel_seen.set()
+
+    # Prefetch 1: a message is delivered only after the one before it was acked, so once
+    # the sentinel arrives both copies of the duplicate have been settled.
+    queue = await broker.consume("history", ["image.uploaded"], handler, prefetch=1)
+    await broker.bus.publish(envelope)
+    await broker.bus.publish(envelope)
+    await broker.bus.publish(sentinel)
+    await asyncio.wait_for(sentinel_seen.wait(), WAIT_SECONDS)
+    await broker.bus.close()  # an unacked message would now return to the queue
+
+    assert handled == [envelope.event_id, sentinel.event_id]
+    assert await broker.processed("history").seen(envelope.event_id)
+    assert await broker.ready_count(queue) == 0
+    assert await broker.ready_count(f"{queue}.dlq") == 0
+
+
+async def test_processed_event_ids_are_kept_per_consumer(broker: Broker) -> None:
+    history = broker.processed("history")
+    cleanup = broker.processed("cleanup")
+
+    await history.mark("event-1")
+    await history.mark("event-1")  # marking twice is harmless
+
+    assert await history.seen("event-1")
+    assert not await cleanup.seen("event-1")
+    assert not await history.seen("event-2")
+
+
+async def test_permanent_error_dead_letters_the_event_at_once(broker: Broker) -> None:
+    calls: list[str] = []
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        calls.append(envelope.event_id)
+        raise PermanentEventError("image record is gone")
+
+    queue = await broker.consume("history", ["image.uploaded"], handler)
+    envelope = uploaded()
+    await broker.bus.publish(envelope)
+
+    dead = await broker.take(f"{queue}.dlq")
+
+    assert events_pb2.Envelope.FromString(dead.body) == envelope
+    assert calls == [envelope.event_id]
+    (death,) = cast(list[dict[str, Any]], dead.headers["x-death"])
+    assert (death["reason"], death["queue"], death["count"]) == ("rejected", queue, 1)
+    assert not await broker.processed("history").seen(envelope.event_id)
+
+
+async def test_failing_handler_gets_one_redelivery_then_the_event_is_dead_lettered(broker: Broker) -> None:
+    calls: list[str] = []
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        calls.append(envelope.event_id)
+        raise RuntimeError("storage is down")
+
+    queue = await broker.consume("history", ["image.uploaded"], handler)
+    envelope = uploaded()
+    await broker.bus.publish(envelope)
+
+    dead = await broker.take(f"{queue}.dlq")
+    await broker.bus.close()
+
+    assert events_pb2.Envelope.FromString(dead.body).event_id == envelope.event_id
+    assert calls == [envelope.event_id, envelope.event_id]
+    assert await broker.ready_count(queue) == 0
+    assert not await broker.processed("history").seen(envelope.event_id)
+
+
+async def test_undecodable_message_is_dead_lettered_without_calling_the_handler(broker: Broker) -> None:
+    calls: list[events_pb2.Envelope] = []
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        calls.append(envelope)
+
+    queue = await broker.consume("history", ["image.uploaded"], handler)
+    channel = await broker.inspector.channel()
+    exchange = await channel.get_exchange(broker.exchange)
+    await exchange.publish(aio_pika.Message(body=b"\xff\xff not protobuf"), routing_key="image.uploaded")
+    await channel.close()
+
+    dead = await broker.take(f"{queue}.dlq")
+
+    assert dead.body == b"\xff\xff not protobuf"
+    assert calls == []
+
+
+async def test_stop_consuming_lets_the_handler_in_hand_finish_and_takes_nothing_new(broker: Broker) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_handler(envelope: events_pb2.Envelope) -> None:
+        started.set()
+        await release.wait()
+        finished.append(envelope.event_id)
+
+    queue = await broker.consume("history", ["image.uploaded"], slow_handler)
+    in_hand = uploaded("img-in-hand")
+    await broker.bus.publish(in_hand)
+    await asyncio.wait_for(started.wait(), WAIT_SECONDS)
+
+    stopping = asyncio.create_task(broker.bus.stop_consuming(grace_seconds=WAIT_SECONDS))
+    await asyncio.sleep(0.3)
+    assert not stopping.done(), "stop_consuming returned while a handler was still running"
+    release.set()
+    await asyncio.wait_for(stopping, WAIT_SECONDS)
+    later = uploaded("img-later")
+    await broker.bus.publish(later)
+    await broker.bus.close()
+
+    assert finished == [in_hand.event_id]
+    assert await broker.processed("history").seen(in_hand.event_id)
+    # Only the event published after the stop is left: the one in hand was acked.
+    assert await broker.ready_count(queue) == 1
+    left = await broker.take(queue)
+    assert events_pb2.Envelope.FromString(left.body).event_id == later.event_id
+
+
+async def test_publish_to_a_routing_key_nobody_is_bound_to_is_fire_and_forget_without_topology(
+    broker: Broker,
+) -> None:
+    # No topology says a consumer needs image.processing, so an unroutable one is dropped
+    # by the broker and publish() returns; a queue bound later gets only later events.
+    await broker.bus.publish(new_envelope("upload", image_processing=events_pb2.ImageProcessing(image_id="img-1")))
+
+    received: list[events_pb2.Envelope] = []
+    got = asyncio.Event()
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        received.append(envelope)
+        got.set()
+
+    await broker.consume("status", ["image.processing"], handler)
+    after = new_envelope("upload", image_processing=events_pb2.ImageProcessing(image_id="img-2"))
+    await broker.bus.publish(after)
+    await asyncio.wait_for(got.wait(), WAIT_SECONDS)
+
+    assert [envelope.image_processing.image_id for envelope in received] == ["img-2"]
+
+
+async def test_declared_topology_keeps_events_published_before_the_consumer_started(
+    amqp_url: str, unique_name: str
+) -> None:
+    exchange = f"{unique_name}.events"
+    bus = EventBus(amqp_url, exchange, unique_name, "upload", topology={"worker": ["image.uploaded"]})
+    await bus.connect()
+    try:
+        envelope = uploaded("early")
+        await bus.publish(envelope)
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(bus.queue_name("worker"), ensure=True)
+            message = await queue.get(timeout=WAIT_SECONDS)
+            await message.ack()
+            assert events_pb2.Envelope.FromString(message.body).event_id == envelope.event_id
+            await channel.queue_delete(bus.queue_name("worker"))
+            await channel.queue_delete(bus.queue_name("worker") + ".dlq")
+            # With its consumer's queue gone, an event the topology requires is refused loudly...
+            with pytest.raises(aio_pika.exceptions.DeliveryError):
+                await bus.publish(uploaded("lost"))
+            # ...while an event no consumer needs is fire-and-forget.
+            await bus.publish(deleted("nobody-listens"))
+            await channel.exchange_delete(exchange)
+            await channel.exchange_delete(bus.dead_letter_exchange)
+    finally:
+        await bus.close()
+
+
+def test_new_envelope_carries_exactly_one_payload_and_names_its_type() -> None:
+    envelope = deleted("img-9")
+
+    assert envelope.type == "image.deleted"
+    assert envelope.WhichOneof("payload") == "image_deleted"
+    assert envelope.producer == "upload"
+    assert len(envelope.event_id) == 32
+    assert envelope.event_id != deleted("img-9").event_id
+    with pytest.raises(ValueError):
+        new_envelope("upload")
+    with pytest.raises(ValueError):
+        new_envelope("upload", image_deleted=events_pb2.ImageDeleted(), image_processing=events_pb2.ImageProcessing())
