@@ -70,6 +70,9 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
         **problem.extra,
     }
     headers = {**problem.headers}
+    # Unhandled errors are answered outside the request-context middleware, which would add it.
+    if body["request_id"]:
+        headers.setdefault("X-Request-ID", body["request_id"])
     if problem.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)

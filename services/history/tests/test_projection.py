@@ -1,0 +1,239 @@
+"""The history projector: image events, applied in any order and any number of times, keep one
+item per image whose status only moves forward, and never revive a deleted image."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from facerestore_common.errors import NotFound
+from facerestore_common.storage import BlobStore
+from history_service.consumer import HistoryProjector
+from history_service.history import History
+from history_service.items import ItemRepository, sort_key
+
+USER = "user-1"
+IMAGE = "img-0001"
+
+
+async def test_uploaded_event_creates_a_queued_item_with_the_users_facts(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(
+        events.uploaded(
+            IMAGE, USER, created_at_ms=1_700_000_123_456, tags=("family", "1970s"), note="Grandma", location="Oslo"
+        )
+    )
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "queued"
+    assert item.user_id == USER
+    assert item.tags == ["family", "1970s"]
+    assert item.note == "Grandma"
+    assert item.location == "Oslo"
+    assert (item.width, item.height) == (640, 480)
+    assert item.original_key == f"originals/{USER}/{IMAGE}.jpg"
+    assert item.created_at_ms == 1_700_000_123_456
+    assert item.sort_key == sort_key(1_700_000_123_456, IMAGE)
+    assert item.restored_key == ""
+    assert item.quality == {}
+
+
+async def test_processing_event_moves_a_queued_item_to_processing(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.processing(IMAGE, USER))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "processing"
+    assert item.updated_at_ms > 0
+
+
+async def test_restored_event_marks_the_item_done_with_quality_and_result_keys(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.processing(IMAGE, USER))
+    await project(
+        events.restored(IMAGE, USER, faces=2, sharpness_before=40.0, sharpness_after=100.0, duration_ms=321.5)
+    )
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "done"
+    assert item.faces == 2
+    assert item.restored_key == f"restored/{USER}/{IMAGE}.png"
+    assert item.original_thumbnail_key == f"thumbnails/{USER}/{IMAGE}.original.jpg"
+    assert item.restored_thumbnail_key == f"thumbnails/{USER}/{IMAGE}.restored.jpg"
+    assert item.quality == {
+        "backend": "classical",
+        "sharpness_before": 40.0,
+        "sharpness_after": 100.0,
+        "sharpness_gain": pytest.approx(2.5),
+        "duration_ms": 321.5,
+    }
+    # The upload's facts survive the result.
+    assert item.original_key == f"originals/{USER}/{IMAGE}.jpg"
+
+
+async def test_restored_event_with_zero_sharpness_before_records_zero_gain(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.restored(IMAGE, USER, sharpness_before=0.0, sharpness_after=80.0))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.quality["sharpness_gain"] == 0.0
+
+
+async def test_processing_after_restored_does_not_move_the_item_back(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.restored(IMAGE, USER))
+    await project(events.processing(IMAGE, USER))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "done"
+    assert item.restored_key == f"restored/{USER}/{IMAGE}.png"
+
+
+async def test_upload_arriving_after_the_result_fills_in_facts_but_keeps_done(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.restored(IMAGE, USER))
+    await project(events.processing(IMAGE, USER))
+    # Before the upload event the item has no place in the history yet.
+    assert await items.get(IMAGE) is None
+
+    await project(events.uploaded(IMAGE, USER, tags=("late",), note="arrived last"))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "done"
+    assert item.tags == ["late"]
+    assert item.note == "arrived last"
+    assert item.original_key == f"originals/{USER}/{IMAGE}.jpg"
+    assert item.restored_key == f"restored/{USER}/{IMAGE}.png"
+    assert item.quality["sharpness_gain"] == pytest.approx(2.5)
+
+
+async def test_the_same_events_applied_twice_change_nothing(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    sequence = [
+        events.uploaded(IMAGE, USER, tags=("a",)),
+        events.processing(IMAGE, USER),
+        events.restored(IMAGE, USER, faces=3),
+    ]
+    for envelope in sequence:
+        await project(envelope)
+    once = await items.get(IMAGE)
+
+    for envelope in sequence:
+        await project(envelope)
+    twice = await items.get(IMAGE)
+
+    assert once is not None
+    assert twice == once
+    listed, _ = await items.list(10, "", USER)
+    assert [item.id for item in listed] == [IMAGE]
+
+
+async def test_a_repeated_upload_event_does_not_reset_a_processing_item(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    upload = events.uploaded(IMAGE, USER)
+    await project(upload)
+    await project(events.processing(IMAGE, USER))
+    await project(upload)
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "processing"
+
+
+async def test_failed_event_marks_the_item_failed_with_the_reason(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.processing(IMAGE, USER))
+    await project(events.failed(IMAGE, USER, reason="undecodable", detail="not an image"))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "failed"
+    assert item.error == "undecodable"
+    assert item.restored_key == ""
+
+
+async def test_a_finished_item_is_not_overwritten_by_a_later_failure(
+    project: HistoryProjector, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    await project(events.restored(IMAGE, USER))
+    await project(events.failed(IMAGE, USER, reason="storage_unavailable"))
+
+    item = await items.get(IMAGE)
+    assert item is not None
+    assert item.status == "done"
+    assert item.error == ""
+
+
+async def test_result_for_an_image_deleted_meanwhile_is_removed_and_the_image_stays_deleted(
+    project: HistoryProjector,
+    history: History,
+    items: ItemRepository,
+    blobs: BlobStore,
+    events: SimpleNamespace,
+) -> None:
+    upload = events.uploaded(IMAGE, USER)
+    await blobs.put(upload.image_uploaded.original_key, b"original", "image/jpeg")
+    await project(upload)
+    await project(events.processing(IMAGE, USER))
+    await history.delete(IMAGE, owner_id=USER, deleted_by="user")
+    assert not await blobs.exists(upload.image_uploaded.original_key)
+
+    # The inference service finishes after the delete: it has written its results already.
+    result = events.restored(IMAGE, USER)
+    result_keys = [
+        result.image_restored.restored_key,
+        result.image_restored.original_thumbnail_key,
+        result.image_restored.restored_thumbnail_key,
+    ]
+    for key in result_keys:
+        await blobs.put(key, b"late result", "image/jpeg")
+    assert all([await blobs.exists(key) for key in result_keys])
+
+    await project(result)
+
+    for key in result_keys:
+        assert not await blobs.exists(key), key
+    assert await items.get(IMAGE) is None
+    assert await items.is_deleted(IMAGE)
+    listed, _ = await items.list(10, "", USER)
+    assert listed == []
+    with pytest.raises(NotFound):
+        await history.get_own(USER, IMAGE)
+    assert (await items.stats())["images_total"] == 0
+
+
+async def test_a_late_upload_event_does_not_bring_a_deleted_image_back(
+    project: HistoryProjector, history: History, items: ItemRepository, events: SimpleNamespace
+) -> None:
+    upload = events.uploaded(IMAGE, USER)
+    await project(upload)
+    await history.delete(IMAGE, owner_id=USER, deleted_by="user")
+
+    await project(upload)
+    await project(events.processing(IMAGE, USER))
+
+    assert await items.get(IMAGE) is None
+    listed, _ = await items.list(10, "", USER)
+    assert listed == []
