@@ -42,7 +42,8 @@ class KeyRing:
 
 def generate_key(directory: Path) -> SigningKey:
     directory.mkdir(parents=True, exist_ok=True)
-    kid = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    # Microseconds, so that keys made within one second still sort in the order they were made.
+    kid = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

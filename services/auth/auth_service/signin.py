@@ -66,7 +66,9 @@ class SignIn:
         phone = self.normalize(raw_phone)
         code = code.strip()
         result = Verification.WRONG
-        if len(code) == 6 and code.isdigit():
+        # ASCII only: str.isdigit() also accepts full-width and superscript digits, which
+        # can never match and would only use up a try.
+        if len(code) == 6 and code.isascii() and code.isdigit():
             result = await self._otp.verify(phone, code)
         if result is not Verification.OK:
             log.info("code_refused", phone=mask_phone(phone), result=result.value)

@@ -1,0 +1,301 @@
+"""Accepting an upload against the real S3 and Mongo stand-ins and the real RabbitMQ:
+the original is stored, the job recorded, the event published; and when a later step
+fails, the earlier ones are undone so nothing is left half-done."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import io
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+from minio import Minio
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from PIL import Image
+
+from facerestore.events.v1 import events_pb2
+from facerestore_common import mongo
+from facerestore_common.errors import Unavailable, UnsupportedMediaType
+from facerestore_common.events import EventBus
+from facerestore_common.settings import StorageSettings
+from facerestore_common.storage import BlobStore
+from upload_service.jobs import JobRepository
+from upload_service.metadata import parse_metadata
+from upload_service.uploads import Uploads
+from upload_service.validation import ImageLimits
+
+LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000, min_side=64, jpeg_quality=92)
+
+
+@pytest.fixture(scope="module")
+def face_jpeg() -> bytes:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or spec.origin is None:
+        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
+    return (Path(spec.origin).parent / "data" / "images" / "t1.jpg").read_bytes()
+
+
+@pytest.fixture
+async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMotorDatabase]:
+    db = mongo.connect(mongo_url, unique_name)
+    yield db
+    await db.client.drop_database(unique_name)
+    db.client.close()
+
+
+@pytest.fixture
+async def blobs(s3_endpoint: str, unique_name: str) -> BlobStore:
+    store = BlobStore(StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=f"u-{unique_name}"))
+    await store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+async def jobs(database: AsyncIOMotorDatabase) -> JobRepository:
+    repository = JobRepository(database)
+    await repository.create_indexes()
+    return repository
+
+
+@pytest.fixture
+async def bus(amqp_url: str, unique_name: str) -> AsyncIterator[EventBus]:
+    event_bus = EventBus(amqp_url, f"{unique_name}.events", unique_name, "upload-test")
+    await event_bus.connect()
+    yield event_bus
+    await event_bus.close()
+    # Everything this test declared on the shared broker goes away again.
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (event_bus.queue_name("probe"), f"{event_bus.queue_name('probe')}.dlq"):
+            await channel.queue_delete(queue)
+        for exchange in (f"{unique_name}.events", event_bus.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+async def probe(bus: EventBus, amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A queue bound to image.uploaded, declared before anything is published, read with aio_pika."""
+    await bus.declare_queue("probe", ["image.uploaded"])
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        yield await channel.get_queue(bus.queue_name("probe"), ensure=True)
+
+
+async def bucket_keys(blobs: BlobStore, s3_endpoint: str) -> list[str]:
+    """Every object in the store's bucket, listed with a client of our own."""
+    settings = StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=blobs.bucket)
+    client = Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=False,
+        region=settings.s3_region,
+    )
+
+    def listing() -> list[str]:
+        return [obj.object_name for obj in client.list_objects(blobs.bucket, recursive=True)]
+
+    return await asyncio.to_thread(listing)
+
+
+async def next_envelope(queue: aio_pika.abc.AbstractQueue) -> events_pb2.Envelope | None:
+    message = await queue.get(no_ack=True, fail=False, timeout=5)
+    return None if message is None else events_pb2.Envelope.FromString(message.body)
+
+
+async def test_accepted_upload_stores_the_original_records_the_job_and_announces_it(
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    probe: aio_pika.abc.AbstractQueue,
+    face_jpeg: bytes,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    metadata = parse_metadata([" Family ", "family", "Lake"], " grandma, 1990 ", "Konstanz")
+
+    job = await uploads.accept("user-1", face_jpeg, metadata)
+
+    # The job describes what was stored.
+    assert job.user_id == "user-1"
+    assert job.original_key == f"originals/{job.image_id}.jpg"
+    assert job.content_type == "image/jpeg"
+    assert (job.width, job.height) == (1280, 886)
+    assert job.tags == ["family", "lake"]
+    assert (job.note, job.location) == ("grandma, 1990", "Konstanz")
+
+    # The original is in the bucket, as the normalised JPEG the job describes.
+    stored = await blobs.get(job.original_key)
+    assert len(stored) == job.size_bytes
+    assert hashlib.sha256(stored).hexdigest() == job.sha256
+    assert Image.open(io.BytesIO(stored)).size == (1280, 886)
+
+    # The job is recorded, queued.
+    doc = await database["jobs"].find_one({"_id": job.image_id})
+    assert doc is not None
+    assert doc["status"] == "queued"
+    assert doc["user_id"] == "user-1"
+    assert doc["original_key"] == job.original_key
+    assert doc["sha256"] == job.sha256
+    assert doc["created_at_ms"] == job.created_at_ms
+
+    # The event went out, once, carrying the job.
+    envelope = await next_envelope(probe)
+    assert envelope is not None
+    assert envelope.type == "image.uploaded"
+    assert envelope.producer == "upload"
+    assert envelope.WhichOneof("payload") == "image_uploaded"
+    assert envelope.event_id
+    event = envelope.image_uploaded
+    assert event.image_id == job.image_id
+    assert event.user_id == "user-1"
+    assert event.original_key == job.original_key
+    assert event.content_type == "image/jpeg"
+    assert (event.width, event.height) == (1280, 886)
+    assert event.size_bytes == job.size_bytes
+    assert event.sha256 == job.sha256
+    assert list(event.tags) == ["family", "lake"]
+    assert (event.note, event.location) == ("grandma, 1990", "Konstanz")
+    assert event.created_at.ToMilliseconds() == job.created_at_ms
+    assert await next_envelope(probe) is None
+
+
+async def test_two_uploads_of_the_same_photo_are_two_jobs(
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    probe: aio_pika.abc.AbstractQueue,
+    face_jpeg: bytes,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    metadata = parse_metadata([], "", "")
+
+    first = await uploads.accept("user-1", face_jpeg, metadata)
+    second = await uploads.accept("user-1", face_jpeg, metadata)
+
+    assert first.image_id != second.image_id
+    assert first.sha256 == second.sha256
+    assert await blobs.exists(first.original_key) and await blobs.exists(second.original_key)
+    assert await database["jobs"].count_documents({"user_id": "user-1"}) == 2
+    announced = {(await next_envelope(probe)).image_uploaded.image_id for _ in range(2)}  # type: ignore[union-attr]
+    assert announced == {first.image_id, second.image_id}
+
+
+async def test_refused_image_leaves_nothing_behind(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    probe: aio_pika.abc.AbstractQueue,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    gif = io.BytesIO()
+    Image.new("RGB", (128, 128)).save(gif, format="GIF")
+
+    with pytest.raises(UnsupportedMediaType):
+        await uploads.accept("user-1", gif.getvalue(), parse_metadata([], "", ""))
+
+    assert await bucket_keys(blobs, s3_endpoint) == []
+    assert await database["jobs"].count_documents({}) == 0
+    assert await next_envelope(probe) is None
+
+
+async def test_failed_publish_undoes_the_blob_and_the_job(
+    amqp_url: str,
+    s3_endpoint: str,
+    unique_name: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    # The broker loses the exchange after the service connected: publishing to it is refused (404).
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(f"{unique_name}.events")
+
+    with pytest.raises(Unavailable) as caught:
+        await uploads.accept("user-1", face_jpeg, parse_metadata(["x"], "", ""))
+
+    assert caught.value.reason == "queue-unavailable"
+    assert await bucket_keys(blobs, s3_endpoint) == []
+    assert await database["jobs"].count_documents({}) == 0
+
+
+async def test_failed_publish_on_a_closed_connection_undoes_the_blob_and_the_job(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    await bus.close()
+
+    with pytest.raises(Unavailable) as caught:
+        await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
+
+    assert caught.value.reason == "queue-unavailable"
+    assert await database["jobs"].count_documents({}) == 0
+    assert await bucket_keys(blobs, s3_endpoint) == []
+
+
+async def test_failed_job_record_undoes_the_blob(
+    s3_endpoint: str,
+    unique_name: str,
+    blobs: BlobStore,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    face_jpeg: bytes,
+) -> None:
+    # A Mongo that does not answer: a port nothing listens on.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        f"mongodb://127.0.0.1:{dead_port}", serverSelectionTimeoutMS=300, connectTimeoutMS=300
+    )
+    uploads = Uploads(blobs, JobRepository(client[unique_name]), bus, LIMITS)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
+    finally:
+        client.close()
+
+    assert caught.value.reason == "database-unavailable"
+    assert await bucket_keys(blobs, s3_endpoint) == []
+    assert await next_envelope(probe) is None
+
+
+async def test_unreachable_storage_records_no_job(
+    jobs: JobRepository,
+    bus: EventBus,
+    database: AsyncIOMotorDatabase,
+    probe: aio_pika.abc.AbstractQueue,
+    face_jpeg: bytes,
+    s3_endpoint: str,
+    unique_name: str,
+) -> None:
+    # A bucket that was never created: the store refuses the object.
+    missing = BlobStore(StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=f"missing-{unique_name}"))
+    uploads = Uploads(missing, jobs, bus, LIMITS)
+
+    with pytest.raises(Unavailable) as caught:
+        await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
+
+    assert caught.value.reason == "storage-unavailable"
+    assert await database["jobs"].count_documents({}) == 0
+    assert await next_envelope(probe) is None
