@@ -11,7 +11,7 @@ GEN_DIR := libs/common
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help setup proto lint test test-fast run brokers clean
+.PHONY: help setup proto lint lint-checks test run brokers clean
 
 help:
 	@echo "make run    start the whole platform on this machine (gateway on http://127.0.0.1:8080)"
@@ -58,17 +58,18 @@ brokers:
 	deploy/local/ensure-brokers.sh
 
 lint: setup
+	$(MAKE) lint-checks
+
+test: setup brokers lint-checks
+	$(BIN)/python -m pytest
+
+# The static checks, also run by `make test` so that CI fails on them.
+lint-checks:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd proto && ../$(BUF) lint
 	$(BIN)/hadolint services/*/Dockerfile
-
-test: setup brokers
-	cd proto && ../$(BUF) lint
-	$(BIN)/hadolint services/*/Dockerfile
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
 
 run: setup brokers
 	$(BIN)/python deploy/local/stack.py

@@ -9,6 +9,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
+from facerestore_common.logging import mask_phone
 from facerestore_common.timeutil import now_ms
 
 
@@ -56,6 +57,8 @@ class UserRepository:
             # Two first sign-ins raced; the other one created the user.
             await self._users.update_one({"phone": phone}, {"$set": update["$set"]})
         doc = await self._users.find_one({"phone": phone})
+        if doc is None:
+            raise RuntimeError(f"user for {mask_phone(phone)} vanished during sign-in")
         return User.from_document(doc)
 
     async def get(self, user_id: str) -> User | None:

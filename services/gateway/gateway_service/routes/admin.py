@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -15,7 +15,7 @@ from gateway_service.schemas import AdminImagePage, ProblemDetails, StatsOut, Us
 
 router = APIRouter(tags=["admin"])
 _problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
-_admin_errors = {401: _problem, 403: {**_problem, "description": "Not an admin"}}
+_admin_errors: dict[int | str, dict[str, Any]] = {401: _problem, 403: {**_problem, "description": "Not an admin"}}
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=200)]
