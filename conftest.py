@@ -56,8 +56,17 @@ def _serve(argv: list[str], port: int) -> Iterator[None]:
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("mongo")
     port = _free_port()
-    argv = [str(BIN / "nx-27017"), "--data-dir", str(data), "--pid-file", str(data / "nx.pid"),
-            "--host", "127.0.0.1", "-p", str(port)]
+    argv = [
+        str(BIN / "nx-27017"),
+        "--data-dir",
+        str(data),
+        "--pid-file",
+        str(data / "nx.pid"),
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     yield from (f"mongodb://127.0.0.1:{port}" for _ in _serve(argv, port))
 
 
