@@ -217,6 +217,8 @@ class Stack:
 
 
 def main() -> int:
+    # Started by `make run`, a SIGTERM to make would not reach us; this makes its death do so.
+    _die_with_parent()
     stack = Stack()
 
     def request_stop(signum: int, _frame: object) -> None:
