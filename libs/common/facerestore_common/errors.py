@@ -5,17 +5,34 @@ from __future__ import annotations
 
 import grpc
 
+REASON_METADATA_KEY = "x-error-reason"
+RETRY_AFTER_METADATA_KEY = "x-retry-after"
+LIMIT_METADATA_KEY = "x-limit"
+
 
 class DomainError(Exception):
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
     # Stable, machine-readable reason; the gateway turns it into the problem `type`.
     reason: str = "internal"
 
-    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, reason: str | None = None, retry_after: int | None = None, limit: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if reason is not None:
             self.reason = reason
+        # For refusals that pass with time: seconds until a retry can succeed, and which limit.
+        self.retry_after = retry_after
+        self.limit = limit
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        metadata = [(REASON_METADATA_KEY, self.reason)]
+        if self.retry_after is not None:
+            metadata.append((RETRY_AFTER_METADATA_KEY, str(self.retry_after)))
+        if self.limit is not None:
+            metadata.append((LIMIT_METADATA_KEY, self.limit))
+        return tuple(metadata)
 
 
 class InvalidArgument(DomainError):
@@ -58,9 +75,11 @@ class TooManyRequests(DomainError):
     reason = "rate-limited"
 
 
+class Conflict(DomainError):
+    status = grpc.StatusCode.ALREADY_EXISTS
+    reason = "conflict"
+
+
 class Unavailable(DomainError):
     status = grpc.StatusCode.UNAVAILABLE
     reason = "unavailable"
-
-
-REASON_METADATA_KEY = "x-error-reason"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from facerestore_common.logging import request_id_var
+from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, request_id_var
 from facerestore_common.settings import AuthClientSettings
 from facerestore_common.telemetry import current_traceparent
 from facerestore_common.tokens import JwksCache, TokenVerifier
@@ -28,6 +28,9 @@ def call_metadata(bearer: str | None = None) -> tuple[tuple[str, str], ...]:
     request_id = request_id_var.get()
     if request_id:
         metadata.append(("x-request-id", request_id))
+    client_ip = client_ip_var.get()
+    if client_ip:
+        metadata.append((CLIENT_IP_METADATA_KEY, client_ip))
     traceparent = current_traceparent()
     if traceparent:
         metadata.append(("traceparent", traceparent))

@@ -17,8 +17,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from facerestore_common.errors import REASON_METADATA_KEY, DomainError, PermissionDenied, Unauthenticated
-from facerestore_common.logging import get_logger, request_id_var
+from facerestore_common.errors import (
+    LIMIT_METADATA_KEY,
+    REASON_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+)
+from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, get_logger, request_id_var
 from facerestore_common.telemetry import context_from_traceparent
 from facerestore_common.tokens import TokenVerifier, bearer_token, current_principal
 
@@ -37,6 +44,11 @@ class Access(enum.Enum):
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
+def _passed_on_metadata(error: grpc.aio.AioRpcError) -> tuple[tuple[str, str], ...]:
+    keys = (REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, LIMIT_METADATA_KEY)
+    return tuple((key, str(value)) for key, value in (error.trailing_metadata() or ()) if key in keys)
 
 
 def _wrap_unary(handler: grpc.RpcMethodHandler, wrapper: Callable[..., Any]) -> grpc.RpcMethodHandler:
@@ -67,6 +79,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 metadata = _metadata(context)
                 request_id_var.set(metadata.get("x-request-id") or uuid.uuid4().hex)
+                client_ip_var.set(metadata.get(CLIENT_IP_METADATA_KEY, ""))
                 token = otel_context.attach(context_from_traceparent(metadata.get("traceparent", "")))
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
@@ -76,7 +89,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                             return await inner(request, context)
                         except DomainError as error:
                             code = error.status
-                            context.set_trailing_metadata(((REASON_METADATA_KEY, error.reason),))
+                            context.set_trailing_metadata(error.trailing_metadata())
                             log.info(
                                 "rpc_refused", method=method, code=code.name, reason=error.reason, detail=error.detail
                             )
@@ -84,9 +97,10 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                         except grpc.aio.AioRpcError as error:
                             # A downstream service refused: pass its status and reason on.
                             code = error.code()
-                            reason = dict(error.trailing_metadata() or ()).get(REASON_METADATA_KEY)
-                            if reason:
-                                context.set_trailing_metadata(((REASON_METADATA_KEY, str(reason)),))
+                            passed_on = _passed_on_metadata(error)
+                            reason = dict(passed_on).get(REASON_METADATA_KEY)
+                            if passed_on:
+                                context.set_trailing_metadata(passed_on)
                             log.info("rpc_downstream_refused", method=method, code=code.name, reason=reason)
                             await context.abort(code, error.details() or "")
                         except asyncio.CancelledError:

@@ -11,6 +11,9 @@ import structlog
 from opentelemetry import trace
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+# The end client's address as the gateway determined it, passed to services in gRPC metadata.
+client_ip_var: ContextVar[str] = ContextVar("client_ip", default="")
+CLIENT_IP_METADATA_KEY = "x-client-ip"
 
 
 def _add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

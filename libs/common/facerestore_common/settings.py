@@ -71,3 +71,6 @@ class StorageSettings(BaseSettings):
 
 class RedisSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Starts every key this platform writes, so that several deployments (or test stacks)
+    # can share one Redis.
+    redis_key_prefix: str = "facerestore"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import jwt
 
 from facerestore_common.errors import PermissionDenied, Unauthenticated, Unavailable
+from facerestore_common.revocation import SessionRevocations
 
 ALGORITHMS = ["RS256"]
 ROLES = ("user", "admin")
@@ -87,8 +88,16 @@ class JwksCache:
 
 
 class TokenVerifier:
-    def __init__(self, keys: JwksCache, issuer: str, audience: str, leeway_seconds: int) -> None:
+    def __init__(
+        self,
+        keys: JwksCache,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int,
+        revocations: SessionRevocations | None = None,
+    ) -> None:
         self._keys = keys
+        self._revocations = revocations
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
@@ -117,6 +126,8 @@ class TokenVerifier:
             raise Unauthenticated("the token is not valid", reason="invalid-token") from None
         if claims["role"] not in ROLES:
             raise Unauthenticated("the token carries an unknown role", reason="invalid-token")
+        if self._revocations is not None and await self._revocations.is_revoked(claims["sid"]):
+            raise Unauthenticated("this session has ended; sign in again", reason="session-revoked")
         return Principal(
             user_id=claims["sub"], role=claims["role"], session_id=claims["sid"], token_id=claims["jti"], token=token
         )
