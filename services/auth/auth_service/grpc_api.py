@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grpc
 
+from auth_service.email_signin import EmailSignIn
 from auth_service.keys import KeyRing
 from auth_service.signin import SignIn, Tokens
 from auth_service.users import User, UserRepository
 from facerestore.auth.v1 import auth_pb2, auth_pb2_grpc
-from facerestore_common.errors import NotFound
+from facerestore_common.errors import InvalidArgument, NotFound
 from facerestore_common.grpc_server import Access
 from facerestore_common.timeutil import ms_to_timestamp
 from facerestore_common.tokens import require_principal
@@ -22,6 +23,11 @@ ACCESS_POLICY = {
     "GetMe": Access.USER,
     "ListUsers": Access.ADMIN,
     "CountUsers": Access.ADMIN,
+    "AddEmail": Access.USER,
+    "ConfirmEmail": Access.USER,
+    "RequestEmailCode": Access.PUBLIC,
+    "VerifyEmailCode": Access.PUBLIC,
+    "SetUserBanned": Access.ADMIN,
 }
 
 
@@ -32,6 +38,9 @@ def user_message(user: User) -> auth_pb2.User:
         role=user.role,
         created_at=ms_to_timestamp(user.created_at_ms),
         last_login_at=ms_to_timestamp(user.last_login_at_ms),
+        email=user.email,
+        email_verified=bool(user.email),
+        banned=user.banned,
     )
 
 
@@ -42,8 +51,9 @@ def token_message(tokens: Tokens) -> auth_pb2.TokenPair:
 
 
 class AuthApi(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, signin: SignIn, users: UserRepository, keys: KeyRing) -> None:
+    def __init__(self, signin: SignIn, email: EmailSignIn, users: UserRepository, keys: KeyRing) -> None:
         self._signin = signin
+        self._email = email
         self._users = users
         self._keys = keys
 
@@ -94,3 +104,35 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.CountUsersResponse:
         users, admins = await self._users.count()
         return auth_pb2.CountUsersResponse(users=users, admins=admins)
+
+    async def AddEmail(
+        self, request: auth_pb2.AddEmailRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AddEmailResponse:
+        email = await self._email.add_email(require_principal().user_id, request.email)
+        return auth_pb2.AddEmailResponse(email=email, expires_in=self._email.code_ttl_seconds)
+
+    async def ConfirmEmail(
+        self, request: auth_pb2.ConfirmEmailRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ConfirmEmailResponse:
+        user = await self._email.confirm_email(require_principal().user_id, request.email, request.code)
+        return auth_pb2.ConfirmEmailResponse(user=user_message(user))
+
+    async def RequestEmailCode(
+        self, request: auth_pb2.RequestEmailCodeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RequestEmailCodeResponse:
+        await self._email.request_code(request.email)
+        return auth_pb2.RequestEmailCodeResponse(expires_in=self._email.code_ttl_seconds)
+
+    async def VerifyEmailCode(
+        self, request: auth_pb2.VerifyEmailCodeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.VerifyEmailCodeResponse:
+        tokens, user = await self._email.verify_code(request.email, request.code)
+        return auth_pb2.VerifyEmailCodeResponse(tokens=token_message(tokens), user=user_message(user))
+
+    async def SetUserBanned(
+        self, request: auth_pb2.SetUserBannedRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SetUserBannedResponse:
+        if request.user_id == require_principal().user_id:
+            raise InvalidArgument("admins cannot ban themselves", reason="cannot-ban-self")
+        user = await self._signin.set_banned(request.user_id, request.banned)
+        return auth_pb2.SetUserBannedResponse(user=user_message(user))

@@ -3,56 +3,98 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from redis.asyncio import Redis
 
+from auth_service.email_sender import SmtpEmailSender
+from auth_service.email_signin import EmailSignIn
 from auth_service.grpc_api import ACCESS_POLICY, AuthApi
-from auth_service.keys import load_key_ring
+from auth_service.keys import KeyRing, load_key_ring
 from auth_service.otp import OtpStore
+from auth_service.phones import PhonePolicy
 from auth_service.sessions import SessionStore
 from auth_service.settings import Settings
 from auth_service.signin import SignIn
 from auth_service.sms import build_sender
+from auth_service.throttling import SignInThrottle
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.users import UserRepository
 from facerestore.auth.v1 import auth_pb2_grpc
 from facerestore_common import mongo
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.logging import configure_logging, get_logger
+from facerestore_common.revocation import SessionRevocations
 from facerestore_common.telemetry import configure_tracing
 from facerestore_common.tokens import JwksCache, TokenVerifier
 
 log = get_logger(__name__)
 
 
+async def reload_keys_forever(keys: KeyRing, directory: Path, interval_seconds: int, activation: float) -> None:
+    """Pick up keys added by `rotate-keys` (or a rotated Secret volume) without a restart."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            fresh = load_key_ring(directory, create_if_empty=False, activation_seconds=activation)
+        except (OSError, ValueError):
+            log.error("key_reload_failed", directory=str(directory), exc_info=True)
+            continue
+        if fresh.kids != keys.kids:
+            keys.replace(fresh)
+            log.info("keys_reloaded", signing_kid=keys.signing_key.kid, kids=keys.kids)
+
+
+def otp_store(redis: Redis, settings: Settings, prefix: str) -> OtpStore:
+    return OtpStore(
+        redis,
+        settings.otp_hmac_secret.get_secret_value().encode(),
+        settings.otp_ttl_seconds,
+        settings.otp_max_attempts,
+        prefix=f"{settings.redis_key_prefix}:{prefix}",
+    )
+
+
 async def serve(settings: Settings) -> None:
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
     users = UserRepository(database)
-    sessions = SessionStore(database, settings.refresh_token_ttl_seconds)
     await users.create_indexes()
-    await sessions.create_indexes()
     redis = Redis.from_url(settings.redis_url)
     await redis.ping()
+    revocations = SessionRevocations(redis, settings.redis_key_prefix)
+    sessions = SessionStore(
+        database, settings.refresh_token_ttl_seconds, revocations, settings.access_token_ttl_seconds
+    )
+    await sessions.create_indexes()
 
-    keys = load_key_ring(Path(settings.jwt_key_dir), create_if_empty=settings.environment != "production")
+    key_dir = Path(settings.jwt_key_dir)
+    keys = load_key_ring(
+        key_dir,
+        create_if_empty=settings.environment != "production",
+        activation_seconds=settings.jwt_key_activation_seconds,
+    )
 
     async def local_jwks() -> str:
         return keys.jwks_json()
 
     verifier = TokenVerifier(
-        JwksCache(local_jwks, settings.jwks_cache_seconds),
+        JwksCache(local_jwks, ttl_seconds=1, min_refetch_seconds=0),
         settings.jwt_issuer,
         settings.jwt_audience,
         settings.jwt_leeway_seconds,
+        revocations=revocations,
+    )
+    throttle = SignInThrottle(
+        settings.redis_url,
+        prefix=f"{settings.redis_key_prefix}:auth",
+        requests_per_identity=settings.otp_requests_per_phone,
+        requests_per_ip=settings.otp_requests_per_ip,
+        verifications_per_identity=settings.otp_verifications_per_phone,
+        resend_cooldown_seconds=settings.otp_resend_cooldown_seconds,
     )
     signin = SignIn(
-        otp=OtpStore(
-            redis,
-            settings.otp_hmac_secret.get_secret_value().encode(),
-            settings.otp_ttl_seconds,
-            settings.otp_max_attempts,
-        ),
+        otp=otp_store(redis, settings, "otp"),
         sms=build_sender(settings),
         users=users,
         sessions=sessions,
@@ -60,7 +102,16 @@ async def serve(settings: Settings) -> None:
             keys, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl_seconds
         ),
         admin_phones=settings.admin_phone_list(),
-        default_region=settings.phone_default_region,
+        phone_policy=PhonePolicy(settings.phone_default_region, settings.allowed_regions(), settings.denied_regions()),
+        throttle=throttle,
+        test_codes=settings.test_codes(),
+    )
+    email = EmailSignIn(
+        signin,
+        confirmations=otp_store(redis, settings, "email-confirm"),
+        sign_in_codes=otp_store(redis, settings, "email-otp"),
+        sender=SmtpEmailSender(settings),
+        throttle=throttle,
     )
     server = GrpcServer(
         ["facerestore.auth.v1.AuthService"],
@@ -69,10 +120,21 @@ async def serve(settings: Settings) -> None:
         settings.grpc_max_message_bytes,
         [AuthInterceptor(verifier, ACCESS_POLICY)],
     )
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(signin, users, keys), server.server)
-    log.info("auth_starting", sms_provider=settings.sms_provider, signing_kid=keys.signing_key.kid)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(signin, email, users, keys), server.server)
+    log.info(
+        "auth_starting",
+        sms_provider=settings.sms_provider,
+        signing_kid=keys.signing_key.kid,
+        test_numbers=len(settings.test_codes()),
+    )
+    reloader = asyncio.create_task(
+        reload_keys_forever(keys, key_dir, settings.jwt_key_reload_seconds, settings.jwt_key_activation_seconds)
+    )
 
     async def close() -> None:
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
         await redis.aclose()
         database.client.close()
 

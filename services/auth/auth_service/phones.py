@@ -23,3 +23,24 @@ def normalize_phone(raw: str, default_region: str = "") -> str:
     if phonenumbers.number_type(number) not in _ACCEPTED_TYPES:
         raise InvalidArgument("this phone number cannot receive text messages", reason="invalid-phone")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class PhonePolicy:
+    """Which numbers may get codes: valid mobiles, optionally only from allowed regions and
+    never from denied ones (a defence against SMS toll fraud)."""
+
+    def __init__(
+        self, default_region: str = "", allowed_regions: set[str] | None = None, denied_regions: set[str] | None = None
+    ) -> None:
+        self._default_region = default_region
+        self._allowed = {region.upper() for region in allowed_regions or set()}
+        self._denied = {region.upper() for region in denied_regions or set()}
+
+    def normalize(self, raw: str) -> str:
+        phone = normalize_phone(raw, self._default_region)
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+        if (self._allowed and region not in self._allowed) or region in self._denied:
+            raise InvalidArgument(
+                "codes cannot be sent to numbers from this country", reason="phone-region-not-allowed"
+            )
+        return phone

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore_common.errors import Unauthenticated
+from facerestore_common.revocation import SessionRevocations
 from facerestore_common.timeutil import now_ms
 
 
@@ -26,9 +27,18 @@ class RefreshGrant:
 
 
 class SessionStore:
-    def __init__(self, database: AsyncIOMotorDatabase, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        database: AsyncIOMotorDatabase,
+        ttl_seconds: int,
+        revocations: SessionRevocations | None = None,
+        access_token_ttl_seconds: int = 900,
+    ) -> None:
         self._tokens = database["refresh_tokens"]
         self._ttl_ms = ttl_seconds * 1000
+        # Without revocations (tests of refresh rotation alone), access tokens simply run out.
+        self._revocations = revocations
+        self._access_ttl = access_token_ttl_seconds
 
     async def create_indexes(self) -> None:
         await self._tokens.create_index("session_id")
@@ -69,4 +79,14 @@ class SessionStore:
         return await self._issue(spent["user_id"], spent["session_id"])
 
     async def revoke(self, session_id: str) -> None:
+        """End the session: its refresh tokens stop working, and so do its access tokens."""
         await self._tokens.update_many({"session_id": session_id}, {"$set": {"revoked": True}})
+        if self._revocations is not None:
+            await self._revocations.revoke(session_id, self._access_ttl + 60)
+
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session of the user; returns how many were live."""
+        session_ids = await self._tokens.distinct("session_id", {"user_id": user_id, "revoked": False})
+        for session_id in session_ids:
+            await self.revoke(session_id)
+        return len(session_ids)

@@ -1,17 +1,22 @@
-"""The sign-in flow: request a code, verify it, refresh and end sessions."""
+"""The sign-in flow: request a code by SMS, verify it, refresh and end sessions.
+
+Answers never tell whether a number has an account: a banned user's request is answered
+like any other, and no code is sent."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from auth_service.otp import OtpStore, Verification
-from auth_service.phones import normalize_phone
+from auth_service.phones import PhonePolicy
 from auth_service.sessions import SessionStore
 from auth_service.sms import SmsSender, SmsSendError
+from auth_service.throttling import SignInThrottle
 from auth_service.tokens import AccessTokenIssuer
 from auth_service.users import User, UserRepository
-from facerestore_common.errors import Unauthenticated, Unavailable
-from facerestore_common.logging import get_logger, mask_phone
+from facerestore_common.errors import PermissionDenied, Unauthenticated, Unavailable
+from facerestore_common.logging import client_ip_var, get_logger, mask_phone
 
 log = get_logger(__name__)
 
@@ -23,6 +28,11 @@ class Tokens:
     expires_in: int
 
 
+def is_code_shaped(code: str) -> bool:
+    # isdigit() alone accepts full-width and superscript digits, which can never match.
+    return len(code) == 6 and code.isascii() and code.isdigit()
+
+
 class SignIn:
     def __init__(
         self,
@@ -32,25 +42,40 @@ class SignIn:
         sessions: SessionStore,
         access_tokens: AccessTokenIssuer,
         admin_phones: list[str],
-        default_region: str,
+        default_region: str = "",
+        *,
+        phone_policy: PhonePolicy | None = None,
+        throttle: SignInThrottle | None = None,
+        test_codes: dict[str, str] | None = None,
     ) -> None:
         self._otp = otp
         self._sms = sms
-        self._users = users
-        self._sessions = sessions
+        self.users = users
+        self.sessions = sessions
         self._access_tokens = access_tokens
         self._admin_phones = set(admin_phones)
-        self._default_region = default_region
+        self._phones = phone_policy or PhonePolicy(default_region)
+        self._throttle = throttle
+        self._test_codes = dict(test_codes or {})
 
     @property
     def code_ttl_seconds(self) -> int:
         return self._otp.ttl_seconds
 
     def normalize(self, phone: str) -> str:
-        return normalize_phone(phone, self._default_region)
+        return self._phones.normalize(phone)
 
     async def request_code(self, raw_phone: str) -> str:
         phone = self.normalize(raw_phone)
+        if self._throttle is not None:
+            await self._throttle.code_request(f"phone:{phone}", client_ip_var.get())
+        if phone in self._test_codes:
+            log.info("test_number_code_skipped", phone=mask_phone(phone))
+            return phone
+        user = await self.users.by_phone(phone)
+        if user is not None and user.banned:
+            log.info("code_withheld_from_banned_user", user_id=user.id)
+            return phone
         code = await self._otp.issue(phone)
         minutes = max(1, self._otp.ttl_seconds // 60)
         try:
@@ -65,29 +90,59 @@ class SignIn:
     async def verify_code(self, raw_phone: str, code: str) -> tuple[Tokens, User]:
         phone = self.normalize(raw_phone)
         code = code.strip()
-        result = Verification.WRONG
-        # ASCII only: str.isdigit() also accepts full-width and superscript digits, which
-        # can never match and would only use up a try.
-        if len(code) == 6 and code.isascii() and code.isdigit():
-            result = await self._otp.verify(phone, code)
+        if self._throttle is not None:
+            await self._throttle.verification(f"phone:{phone}")
+        if not await self._code_matches(phone, code):
+            raise Unauthenticated("the code is wrong, used or expired", reason="invalid-code")
+        user = await self.users.sign_in(phone, promote_to_admin=phone in self._admin_phones)
+        if user.banned:
+            raise Unauthenticated("the code is wrong, used or expired", reason="invalid-code")
+        return await self.start_session(user), user
+
+    async def _code_matches(self, phone: str, code: str) -> bool:
+        if not is_code_shaped(code):
+            log.info("code_refused", phone=mask_phone(phone), result="malformed")
+            return False
+        if phone in self._test_codes:
+            return hmac.compare_digest(self._test_codes[phone], code)
+        result = await self._otp.verify(phone, code)
         if result is not Verification.OK:
             log.info("code_refused", phone=mask_phone(phone), result=result.value)
-            raise Unauthenticated("the code is wrong, used or expired", reason="invalid-code")
-        user = await self._users.sign_in(phone, promote_to_admin=phone in self._admin_phones)
-        grant = await self._sessions.start(user.id)
+        return result is Verification.OK
+
+    async def start_session(self, user: User) -> Tokens:
+        grant = await self.sessions.start(user.id)
         log.info("signed_in", user_id=user.id, role=user.role, session_id=grant.session_id)
-        return self._tokens(user, grant.session_id, grant.refresh_token), user
+        return self._tokens(user, grant.session_id, grant.refresh_token)
 
     async def refresh(self, refresh_token: str) -> Tokens:
-        grant = await self._sessions.rotate(refresh_token)
-        user = await self._users.get(grant.user_id)
+        grant = await self.sessions.rotate(refresh_token)
+        user = await self.users.get(grant.user_id)
         if user is None:
-            await self._sessions.revoke(grant.session_id)
+            await self.sessions.revoke(grant.session_id)
             raise Unauthenticated("the refresh token is not valid", reason="invalid-refresh-token")
+        if user.banned:
+            await self.sessions.revoke(grant.session_id)
+            raise PermissionDenied("this account is suspended", reason="account-suspended")
         return self._tokens(user, grant.session_id, grant.refresh_token)
 
     async def logout(self, session_id: str) -> None:
-        await self._sessions.revoke(session_id)
+        await self.sessions.revoke(session_id)
+
+    async def set_banned(self, user_id: str, banned: bool) -> User:
+        user = await self.users.set_banned(user_id, banned)
+        if banned:
+            ended = await self.sessions.revoke_user(user_id)
+            log.info("user_banned", user_id=user_id, sessions_ended=ended)
+        else:
+            log.info("user_unbanned", user_id=user_id)
+        return user
+
+    async def set_role(self, user_id: str, role: str, actor: str, via: str) -> User:
+        """Change a role; the user's sessions end, since their tokens carry the old role."""
+        user = await self.users.set_role(user_id, role, actor=actor, via=via)
+        await self.sessions.revoke_user(user_id)
+        return user
 
     def _tokens(self, user: User, session_id: str, refresh_token: str) -> Tokens:
         access = self._access_tokens.issue(user.id, user.role, session_id)

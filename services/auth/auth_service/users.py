@@ -1,4 +1,6 @@
-"""Users in MongoDB, one document per E.164 phone number."""
+"""Users in MongoDB, one document per E.164 phone number, with their verified email
+(claimed in its own collection, so one address belongs to one user), their role and
+whether they are banned. Every role change is recorded."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
+from facerestore_common.errors import Conflict, NotFound
 from facerestore_common.logging import mask_phone
 from facerestore_common.timeutil import now_ms
+
+ROLES = ("user", "admin")
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,8 @@ class User:
     role: str
     created_at_ms: int
     last_login_at_ms: int
+    email: str = ""
+    banned: bool = False
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> User:
@@ -29,41 +36,106 @@ class User:
             role=doc["role"],
             created_at_ms=doc["created_at_ms"],
             last_login_at_ms=doc.get("last_login_at_ms", doc["created_at_ms"]),
+            email=doc.get("email", ""),
+            banned=bool(doc.get("banned", False)),
         )
 
 
 class UserRepository:
     def __init__(self, database: AsyncIOMotorDatabase) -> None:
         self._users = database["users"]
+        self._emails = database["user_emails"]
+        self._role_changes = database["role_changes"]
 
     async def create_indexes(self) -> None:
         await self._users.create_index("phone", unique=True)
         await self._users.create_index("created_at_ms")
+        await self._emails.create_index("user_id")
+        await self._role_changes.create_index("user_id")
 
     async def sign_in(self, phone: str, promote_to_admin: bool) -> User:
-        """Create the user on first sign-in; record the login; promote listed admins."""
+        """Create the user on first sign-in and record the login; listed admins are promoted."""
         now = now_ms()
         update: dict[str, Any] = {
             "$set": {"last_login_at_ms": now},
-            "$setOnInsert": {"_id": uuid.uuid4().hex, "created_at_ms": now},
+            "$setOnInsert": {"_id": uuid.uuid4().hex, "created_at_ms": now, "role": "user", "banned": False},
         }
-        if promote_to_admin:
-            update["$set"]["role"] = "admin"
-        else:
-            update["$setOnInsert"]["role"] = "user"
         try:
             await self._users.update_one({"phone": phone}, update, upsert=True)
         except DuplicateKeyError:
             # Two first sign-ins raced; the other one created the user.
             await self._users.update_one({"phone": phone}, {"$set": update["$set"]})
-        doc = await self._users.find_one({"phone": phone})
-        if doc is None:
+        user = await self.by_phone(phone)
+        if user is None:
             raise RuntimeError(f"user for {mask_phone(phone)} vanished during sign-in")
-        return User.from_document(doc)
+        if promote_to_admin and user.role != "admin":
+            user = await self.set_role(user.id, "admin", actor="ADMIN_PHONES", via="sign-in")
+        return user
+
+    async def record_login(self, user_id: str) -> None:
+        await self._users.update_one({"_id": user_id}, {"$set": {"last_login_at_ms": now_ms()}})
 
     async def get(self, user_id: str) -> User | None:
         doc = await self._users.find_one({"_id": user_id})
         return User.from_document(doc) if doc else None
+
+    async def by_phone(self, phone: str) -> User | None:
+        doc = await self._users.find_one({"phone": phone})
+        return User.from_document(doc) if doc else None
+
+    async def by_email(self, email: str) -> User | None:
+        claim = await self._emails.find_one({"_id": email})
+        return await self.get(claim["user_id"]) if claim else None
+
+    async def set_email(self, user_id: str, email: str) -> User:
+        """Give the user this verified address, releasing their previous one."""
+        try:
+            await self._emails.insert_one({"_id": email, "user_id": user_id, "claimed_at_ms": now_ms()})
+        except DuplicateKeyError:
+            claim = await self._emails.find_one({"_id": email})
+            if claim is None or claim["user_id"] != user_id:
+                raise Conflict("this email address belongs to another account", reason="email-taken") from None
+        previous = await self.get(user_id)
+        if previous is None:
+            await self._emails.delete_one({"_id": email, "user_id": user_id})
+            raise NotFound("no such user", reason="not-found")
+        if previous.email and previous.email != email:
+            await self._emails.delete_one({"_id": previous.email, "user_id": user_id})
+        await self._users.update_one({"_id": user_id}, {"$set": {"email": email}})
+        return await self._require(user_id)
+
+    async def set_role(self, user_id: str, role: str, actor: str, via: str) -> User:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        before = await self._require(user_id)
+        if before.role != role:
+            await self._users.update_one({"_id": user_id}, {"$set": {"role": role}})
+            await self._role_changes.insert_one(
+                {
+                    "_id": uuid.uuid4().hex,
+                    "user_id": user_id,
+                    "from": before.role,
+                    "to": role,
+                    "actor": actor,
+                    "via": via,
+                    "at_ms": now_ms(),
+                }
+            )
+        return await self._require(user_id)
+
+    async def role_changes(self, user_id: str) -> list[dict[str, Any]]:
+        return await self._role_changes.find({"user_id": user_id}).sort("at_ms", 1).to_list(None)
+
+    async def set_banned(self, user_id: str, banned: bool) -> User:
+        await self._require(user_id)
+        await self._users.update_one({"_id": user_id}, {"$set": {"banned": banned, "banned_changed_at_ms": now_ms()}})
+        return await self._require(user_id)
+
+    async def _require(self, user_id: str) -> User:
+        user = await self.get(user_id)
+        if user is None:
+            raise NotFound("no such user", reason="not-found")
+        return user
 
     async def list(self, limit: int, cursor: str) -> tuple[list[User], str]:
         query: dict[str, Any] = {}
