@@ -20,6 +20,7 @@ ACCESS_POLICY = {
     "ListImages": Access.ADMIN,
     "DeleteImage": Access.ADMIN,
     "GetStats": Access.ADMIN,
+    "SetUserBanned": Access.ADMIN,
 }
 
 
@@ -86,3 +87,16 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
         )
         stats.generated_at.FromDatetime(datetime.now(UTC))
         return stats
+
+    async def SetUserBanned(
+        self, request: admin_pb2.SetUserBannedRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetUserBannedResponse:
+        admin = require_admin()
+        response = await self._auth.SetUserBanned(
+            auth_pb2.SetUserBannedRequest(user_id=request.user_id, banned=request.banned, reason=request.reason),
+            **self._call_options(),
+        )
+        await self._audit.record(
+            admin.user_id, "user.ban" if request.banned else "user.unban", request.user_id, reason=request.reason
+        )
+        return admin_pb2.SetUserBannedResponse(user=response.user)

@@ -12,9 +12,11 @@ from opentelemetry import trace
 from redis.asyncio import Redis
 
 from facerestore_common.grpc_client import remote_jwks_fetcher
-from facerestore_common.logging import get_logger, request_id_var
+from facerestore_common.logging import client_ip_var, get_logger, request_id_var
+from facerestore_common.revocation import SessionRevocations
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
+from gateway_service.client_ip import client_ip, parse_networks
 from gateway_service.clients import ServiceClients
 from gateway_service.routes import admin, auth, health, images
 from gateway_service.settings import Settings
@@ -35,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.jwt_issuer,
             settings.jwt_audience,
             settings.jwt_leeway_seconds,
+            revocations=SessionRevocations(app.state.redis, settings.redis_key_prefix),
         )
         yield
         await clients.close()
@@ -47,12 +50,15 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    trusted_proxies = parse_networks(settings.trusted_proxies)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         incoming = request.headers.get("x-request-id", "")
         request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
         request_id_var.set(request_id)
+        peer = request.client.host if request.client else ""
+        client_ip_var.set(client_ip(peer, request.headers.get("x-forwarded-for"), trusted_proxies))
         started = time.perf_counter()
         with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
             response = await call_next(request)

@@ -24,6 +24,8 @@ def user_out(user: auth_pb2.User) -> UserOut:
         role=user.role,  # type: ignore[arg-type]
         created_at=user.created_at.ToDatetime(tzinfo=UTC),
         last_login_at=user.last_login_at.ToDatetime(tzinfo=UTC),
+        email=user.email or None,
+        banned=user.banned,
     )
 
 

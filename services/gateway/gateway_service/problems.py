@@ -10,7 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facerestore_common.errors import REASON_METADATA_KEY, DomainError
+from facerestore_common.errors import (
+    LIMIT_METADATA_KEY,
+    REASON_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
+    DomainError,
+)
 from facerestore_common.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -78,21 +83,37 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def _retry_headers(retry_after: str | int | None, limit: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if retry_after is not None and str(retry_after).isdigit():
+        headers["Retry-After"] = str(retry_after)
+        extra["retry_after"] = int(retry_after)
+    if limit:
+        extra["limit"] = str(limit)
+    return headers, extra
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
     code = error.code()
-    reason = str(dict(error.trailing_metadata() or ()).get(REASON_METADATA_KEY) or "")
+    metadata = dict(error.trailing_metadata() or ())
+    reason = str(metadata.get(REASON_METADATA_KEY) or "")
     status = _STATUS_BY_REASON.get(reason) or _STATUS_BY_CODE.get(code, 500)
+    headers, extra = _retry_headers(metadata.get(RETRY_AFTER_METADATA_KEY), metadata.get(LIMIT_METADATA_KEY))
     if status >= 500:
         log.error("service_call_failed", code=code.name, details=error.details())
         if status == 503:
-            return Problem(503, reason or "service-unavailable", "a service is unavailable; try again shortly")
+            return Problem(
+                503, reason or "service-unavailable", "a service is unavailable; try again shortly", headers, **extra
+            )
         return Problem(500, "internal", "something went wrong on our side")
-    return Problem(status, reason or code.name.lower().replace("_", "-"), error.details() or "")
+    return Problem(status, reason or code.name.lower().replace("_", "-"), error.details() or "", headers, **extra)
 
 
 def from_domain_error(error: DomainError) -> Problem:
     status = _STATUS_BY_REASON.get(error.reason) or _STATUS_BY_CODE.get(error.status, 500)
-    return Problem(status, error.reason, error.detail)
+    headers, extra = _retry_headers(error.retry_after, error.limit)
+    return Problem(status, error.reason, error.detail, headers, **extra)
 
 
 def install(app: Any) -> None:

@@ -15,6 +15,8 @@ class ProblemDetails(BaseModel):
     detail: str
     instance: str
     request_id: str
+    limit: str | None = Field(default=None, description="For 429: the limit that was reached")
+    retry_after: int | None = Field(default=None, description="For 429: seconds until a retry can succeed")
 
 
 class OtpRequest(BaseModel):
@@ -48,6 +50,25 @@ class UserOut(BaseModel):
     role: Literal["user", "admin"]
     created_at: datetime
     last_login_at: datetime
+    email: str | None = Field(default=None, description="The verified email address, if any")
+    banned: bool = False
+
+
+class EmailRequest(BaseModel):
+    email: str = Field(min_length=3, max_length=254, examples=["anna@example.org"])
+
+
+class EmailVerify(BaseModel):
+    email: str = Field(min_length=3, max_length=254)
+    code: str = Field(min_length=1, max_length=12)
+
+
+class CodeSent(BaseModel):
+    expires_in: int = Field(description="Seconds the code stays valid")
+
+
+class BanRequest(BaseModel):
+    reason: str = Field(default="", max_length=500)
 
 
 class QualityOut(BaseModel):

@@ -16,3 +16,7 @@ class Settings(ServiceSettings, AuthClientSettings, RedisSettings):
     grpc_deadline_seconds: float = Field(default=5.0, gt=0)
     upload_deadline_seconds: float = Field(default=20.0, gt=0)
     max_upload_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Comma-separated addresses or CIDR ranges of the proxies in front of the gateway (the
+    # ingress, a load balancer). X-Forwarded-For is believed only when the direct peer is one
+    # of them; from anyone else it is ignored, so it cannot be spoofed to dodge IP limits.
+    trusted_proxies: str = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -11,11 +11,11 @@ from facerestore.admin.v1 import admin_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import admin_image_out, user_out
 from gateway_service.dependencies import AdminUser, AppSettings, Clients
-from gateway_service.schemas import AdminImagePage, ProblemDetails, StatsOut, UserPage
+from gateway_service.responses import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Responses, problem
+from gateway_service.schemas import AdminImagePage, BanRequest, StatsOut, UserOut, UserPage
 
 router = APIRouter(tags=["admin"])
-_problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
-_admin_errors: dict[int | str, dict[str, Any]] = {401: _problem, 403: {**_problem, "description": "Not an admin"}}
+_admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=200)]
@@ -62,7 +62,7 @@ async def list_images(
     "/v1/admin/images/{image_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove anyone's image (recorded in the audit log)",
-    responses={**_admin_errors, 404: _problem},
+    responses={**_admin_errors, 404: NOT_FOUND},
 )
 async def delete_image(
     image_id: str,
@@ -95,3 +95,36 @@ async def stats(admin: AdminUser, clients: Clients, settings: AppSettings) -> St
         moderation_actions=response.moderation_actions,
         generated_at=response.generated_at.ToDatetime(tzinfo=UTC),
     )
+
+
+async def _set_banned(
+    user_id: str, banned: bool, reason: str, admin: AdminUser, clients: Clients, settings: AppSettings
+) -> UserOut:
+    response = await clients.admin.SetUserBanned(
+        admin_pb2.SetUserBannedRequest(user_id=user_id, banned=banned, reason=reason),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(admin.token),
+    )
+    return user_out(response.user)
+
+
+@router.post(
+    "/v1/admin/users/{user_id}/ban",
+    response_model=UserOut,
+    summary="Ban a user: their sessions end at once; they cannot sign in or refresh (audited)",
+    responses={**_admin_errors, 404: NOT_FOUND, 422: problem("An admin cannot ban themselves")},
+)
+async def ban_user(
+    user_id: str, body: BanRequest, admin: AdminUser, clients: Clients, settings: AppSettings
+) -> UserOut:
+    return await _set_banned(user_id, True, body.reason, admin, clients, settings)
+
+
+@router.delete(
+    "/v1/admin/users/{user_id}/ban",
+    response_model=UserOut,
+    summary="Lift a ban (audited)",
+    responses={**_admin_errors, 404: NOT_FOUND},
+)
+async def unban_user(user_id: str, admin: AdminUser, clients: Clients, settings: AppSettings) -> UserOut:
+    return await _set_banned(user_id, False, "", admin, clients, settings)

@@ -13,10 +13,10 @@ from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import image_out
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser
 from gateway_service.problems import Problem
-from gateway_service.schemas import ImageOut, ImagePage, ProblemDetails
+from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem
+from gateway_service.schemas import ImageOut, ImagePage
 
 router = APIRouter(tags=["images"])
-_problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
 
 
 @router.post(
@@ -25,11 +25,11 @@ _problem = {"model": ProblemDetails, "content": {"application/problem+json": {}}
     response_model=ImageOut,
     summary="Upload a face photo (JPEG or PNG, at most 1 MB) for restoration",
     responses={
-        401: _problem,
-        413: {**_problem, "description": "Larger than 1 MB"},
-        415: {**_problem, "description": "Not a JPEG or PNG"},
-        422: {**_problem, "description": "Not decodable, too small or too large in pixels, or bad metadata"},
-        503: _problem,
+        401: UNAUTHORIZED,
+        413: problem("Larger than 1 MB"),
+        415: problem("Not a JPEG or PNG"),
+        422: problem("Not decodable, too small or too large in pixels, or bad metadata"),
+        503: UNAVAILABLE,
     },
 )
 async def upload_image(
@@ -68,7 +68,7 @@ async def upload_image(
     )
 
 
-@router.get("/v1/images", response_model=ImagePage, summary="Your images, newest first", responses={401: _problem})
+@router.get("/v1/images", response_model=ImagePage, summary="Your images, newest first", responses={401: UNAUTHORIZED})
 async def list_images(
     request: Request,
     user: CurrentUser,
@@ -91,7 +91,7 @@ async def list_images(
     "/v1/images/{image_id}",
     response_model=ImageOut,
     summary="One of your images",
-    responses={401: _problem, 404: _problem},
+    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
 )
 async def get_image(
     request: Request, image_id: str, user: CurrentUser, clients: Clients, settings: AppSettings
@@ -108,7 +108,7 @@ async def get_image(
     "/v1/images/{image_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete one of your images and every file made from it",
-    responses={401: _problem, 404: _problem},
+    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
 )
 async def delete_image(image_id: str, user: CurrentUser, clients: Clients, settings: AppSettings) -> Response:
     await clients.history.DeleteImage(
@@ -124,7 +124,10 @@ async def delete_image(image_id: str, user: CurrentUser, clients: Clients, setti
     name="download_file",
     summary="Download an image through a short-lived link from an image's *_url field",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: _problem},
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}}},
+        404: problem("Expired, forged, or the image was deleted"),
+    },
 )
 async def download_file(token: str, clients: Clients, settings: AppSettings) -> Response:
     if len(token) > 2048:
