@@ -2,7 +2,8 @@
 """Runs the whole platform on one machine, each service as a process.
 
 Starts the MongoDB stand-in (nx-27017) and the S3 stand-in (localbucket) unless
-MONGO_URL / S3_ENDPOINT point at real servers, then the six services, waits until
+MONGO_URL / S3_ENDPOINT point at real servers, a local mail server (aiosmtpd, keeping
+messages under VAR_DIR/mail) unless SMTP_HOST is set, then the six services, waits until
 the gateway is ready and prints where to go. SIGINT or SIGTERM stops every process
 it started; if one of them dies, it stops the rest and exits non-zero.
 
@@ -33,6 +34,7 @@ DEFAULT_PORTS = {
     "INFERENCE_METRICS": 9100,
     "MONGO": 27017,
     "S3": 9000,
+    "SMTP": 1025,
 }
 STOP_GRACE_SECONDS = 15.0
 _PR_SET_PDEATHSIG = 1
@@ -70,6 +72,8 @@ class Stack:
         env.setdefault("MONGO_URL", f"mongodb://127.0.0.1:{self.ports['MONGO']}")
         env.setdefault("S3_ENDPOINT", f"127.0.0.1:{self.ports['S3']}")
         env.setdefault("SMS_OUTBOX_PATH", str(self.var_dir / "sms_outbox.jsonl"))
+        env.setdefault("SMTP_HOST", "127.0.0.1")
+        env.setdefault("SMTP_PORT", str(self.ports["SMTP"]))
         env.setdefault("JWT_KEY_DIR", str(self.var_dir / "keys"))
         env.update(
             AUTH_GRPC_TARGET=f"127.0.0.1:{self.ports['AUTH']}",
@@ -190,6 +194,24 @@ class Stack:
                 env,
             )
             self.wait_for_port("s3", self.ports["S3"])
+        if "SMTP_HOST" not in os.environ:
+            # A local mail server that keeps every message in a Maildir (email sign-in codes).
+            self.start(
+                "smtp",
+                [
+                    sys.executable,
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    f"127.0.0.1:{self.ports['SMTP']}",
+                    "-c",
+                    "aiosmtpd.handlers.Mailbox",
+                    str(self.var_dir / "mail"),
+                ],
+                env,
+            )
+            self.wait_for_port("smtp", self.ports["SMTP"])
         self.start_service("auth", env, GRPC_PORT=str(self.ports["AUTH"]))
         self.wait_for_port("auth", self.ports["AUTH"])
         self.start_service("upload", env, GRPC_PORT=str(self.ports["UPLOAD"]))
@@ -208,6 +230,7 @@ class Stack:
                 "Face restoration platform is up.",
                 f"  API:          {gateway}/v1   (docs: {gateway}/docs, OpenAPI: {gateway}/openapi.json)",
                 f"  Sign-in codes: appended to {outbox} (one JSON line per SMS)",
+                f"  Email codes:  {self.var_dir / 'mail'}/new/ (one file per message) unless SMTP_HOST is set",
                 f"  Logs:         {self.var_dir / 'log'}/<service>.log",
                 f"  Data:         {self.var_dir}",
                 "Press Ctrl-C to stop everything.",

@@ -115,6 +115,14 @@ spec:
                   name: {{ include "facerestore.secretName" $root }}
                   key: {{ . }}
             {{- end }}
+            {{- range $service.optionalSecretEnv }}
+            - name: {{ . }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "facerestore.secretName" $root }}
+                  key: {{ . }}
+                  optional: true
+            {{- end }}
           {{- if eq $service.protocol "grpc" }}
           readinessProbe:
             grpc:
