@@ -5,9 +5,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.stack_harness import RunningStack, random_mobile
+from tests.stack_harness import Mailbox, RunningStack, random_mobile
 
 
 def face_photo(name: str = "t1.jpg") -> Path:
@@ -20,11 +21,29 @@ def face_photo(name: str = "t1.jpg") -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server that keeps what the stack sends (email sign-in codes)."""
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[RunningStack]:
     running = RunningStack(
-        var_dir=tmp_path_factory.mktemp("stack"), stack_id=uuid.uuid4().hex, admin_phone=random_mobile()
+        var_dir=tmp_path_factory.mktemp("stack"),
+        stack_id=uuid.uuid4().hex,
+        admin_phone=random_mobile(),
+        smtp_port=mailbox.port,
     )
     running.start()
     yield running
     code = running.stop()
     assert code == 0, running.logs_tail()
+
+
+@pytest.fixture
+def client(stack: RunningStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=30) as http:
+        yield http

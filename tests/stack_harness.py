@@ -14,13 +14,18 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import httpx
+from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack.py"
-PORT_NAMES = ("GATEWAY", "AUTH", "UPLOAD", "HISTORY", "ADMIN", "INFERENCE_METRICS", "MONGO", "S3")
+PORT_NAMES = ("GATEWAY", "AUTH", "UPLOAD", "HISTORY", "ADMIN", "INFERENCE_METRICS", "MONGO", "S3", "SMTP")
 
 
 def free_ports(count: int) -> list[int]:
@@ -41,11 +46,50 @@ def random_mobile() -> str:
     return f"+49151{secrets.randbelow(10**8):08d}"
 
 
+class _Recorder:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        self.messages.append(BytesParser(policy=policy.default).parsebytes(envelope.content))  # type: ignore[arg-type]
+        return "250 OK"
+
+
+class Mailbox:
+    """A local SMTP server (aiosmtpd) that records every message it is given."""
+
+    def __init__(self) -> None:
+        self.port = free_ports(1)[0]
+        self._recorder = _Recorder()
+        self._controller = Controller(self._recorder, hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def latest_code(self, address: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in reversed(self._recorder.messages):
+                if message["To"] == address:
+                    match = re.search(r"\b(\d{6})\b", message.get_content())
+                    assert match, message.get_content()
+                    return match.group(1)
+            time.sleep(0.1)
+        raise AssertionError(f"no email to {address}")
+
+    def count_to(self, address: str) -> int:
+        return sum(1 for message in self._recorder.messages if message["To"] == address)
+
+
 @dataclass
 class RunningStack:
     var_dir: Path
     stack_id: str
     admin_phone: str
+    smtp_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     namespace: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
@@ -60,7 +104,7 @@ class RunningStack:
 
     def environment(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("STACK_")}
-        for name in ("MONGO_URL", "S3_ENDPOINT"):
+        for name in ("MONGO_URL", "S3_ENDPOINT", "SMTP_HOST", "SMTP_PORT"):
             env.pop(name, None)
         env.update({f"STACK_{name}_PORT": str(port) for name, port in self.ports.items()})
         env.update(
@@ -69,8 +113,17 @@ class RunningStack:
             ADMIN_PHONES=self.admin_phone,
             EVENTS_EXCHANGE=f"{self.namespace}.events",
             QUEUE_PREFIX=self.namespace,
+            REDIS_KEY_PREFIX=self.namespace,
+            JWT_KEY_RELOAD_SECONDS="1",
+            JWT_KEY_ACTIVATION_SECONDS="6",
+            # Tests sign the same number in again at once and all come from 127.0.0.1;
+            # the limits themselves are tested on their own.
+            OTP_RESEND_COOLDOWN_SECONDS="0",
+            OTP_REQUESTS_PER_IP="1000/hour",
             LOG_LEVEL="INFO",
         )
+        if self.smtp_port:
+            env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp_port))
         return env
 
     def start(self, timeout: float = 120.0) -> None:

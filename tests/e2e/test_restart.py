@@ -27,6 +27,10 @@ def test_restart_keeps_users_and_history_and_leaves_nothing_running(tmp_path: Pa
             )
             image_id = response.json()["id"]
             wait_until_settled(client, tokens, image_id)
+            # The stack's own mail server takes email codes (kept as files under var/mail).
+            address = "restart@example.org"
+            assert client.post("/v1/me/email", json={"email": address}, headers=bearer(tokens)).status_code == 202
+            assert any(address in path.read_text() for path in (tmp_path / "mail" / "new").iterdir())
     finally:
         assert stack.stop() == 0, stack.logs_tail()
     assert stack.leftover_processes() == []

@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from PIL import Image
 
 from tests.conftest import face_photo
 from tests.stack_harness import RunningStack, random_mobile
 
 PROBLEM_JSON = "application/problem+json"
-
-
-@pytest.fixture
-def client(stack: RunningStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.base_url, timeout=30) as http:
-        yield http
 
 
 def bearer(tokens: dict[str, str]) -> dict[str, str]:
