@@ -18,7 +18,12 @@ class SessionRevocations:
         return f"{self._prefix}:{session_id}"
 
     async def revoke(self, session_id: str, ttl_seconds: int) -> None:
-        await self._redis.set(self._key(session_id), "1", ex=max(1, ttl_seconds))
+        try:
+            await self._redis.set(self._key(session_id), "1", ex=max(1, ttl_seconds))
+        except RedisError as error:
+            raise Unavailable(
+                "the session could not be ended right now; try again", reason="session-store-unavailable"
+            ) from error
 
     async def is_revoked(self, session_id: str) -> bool:
         # Fails closed: if revocations cannot be read, no token is taken as valid.

@@ -94,9 +94,11 @@ class SignIn:
             await self._throttle.verification(f"phone:{phone}")
         if not await self._code_matches(phone, code):
             raise Unauthenticated("the code is wrong, used or expired", reason="invalid-code")
-        user = await self.users.sign_in(phone, promote_to_admin=phone in self._admin_phones)
-        if user.banned:
+        existing = await self.users.by_phone(phone)
+        if existing is not None and existing.banned:
+            # Refused before anything about the account changes (last login, promotion).
             raise Unauthenticated("the code is wrong, used or expired", reason="invalid-code")
+        user = await self.users.sign_in(phone, promote_to_admin=phone in self._admin_phones)
         return await self.start_session(user), user
 
     async def _code_matches(self, phone: str, code: str) -> bool:

@@ -15,9 +15,13 @@ def parse_networks(spec: str) -> list[Network]:
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare and count them as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, networks: Iterable[Network]) -> bool:
@@ -26,6 +30,8 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, netw
 
 def client_ip(peer: str, forwarded_for: str | None, trusted: list[Network]) -> str:
     peer_address = _address(peer)
+    if peer_address is not None:
+        peer = str(peer_address)
     if not forwarded_for or not _trusted(peer_address, trusted):
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
