@@ -134,6 +134,9 @@ class EventBus:
         await exchange.publish(message, routing_key=envelope.type, mandatory=envelope.type in self._required_keys)
         log.info("event_published", event_type=envelope.type, event_id=envelope.event_id)
 
+    def _queue_arguments(self, name: str) -> dict[str, str]:
+        return {"x-dead-letter-exchange": self.dead_letter_exchange, "x-dead-letter-routing-key": name}
+
     async def declare_queue(self, consumer: str, routing_keys: Sequence[str]) -> aio_pika.abc.AbstractQueue:
         """Declare a consumer's durable queue, its bindings and its dead-letter queue."""
         if self._connection is None:
@@ -143,11 +146,7 @@ class EventBus:
         name = self.queue_name(consumer)
         dlq = await channel.declare_queue(f"{name}.dlq", durable=True)
         await dlq.bind(self.dead_letter_exchange, routing_key=name)
-        queue = await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={"x-dead-letter-exchange": self.dead_letter_exchange, "x-dead-letter-routing-key": name},
-        )
+        queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
         for key in routing_keys:
             await queue.bind(exchange, routing_key=key)
         await channel.close()
@@ -166,7 +165,10 @@ class EventBus:
         await self.declare_queue(consumer, routing_keys)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(self.queue_name(consumer), ensure=False)
+        # Declared (not merely looked up) on the consuming channel: after a broker restart the
+        # robust channel re-declares it and resumes consuming; a looked-up queue stays silent.
+        name = self.queue_name(consumer)
+        queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             # Shielded and tracked, so that a shutdown lets the message in hand finish.
