@@ -1,25 +1,32 @@
 """What the upload service lets in: the type is read from the bytes, the size is checked
-before anything is decoded, and what is stored is a re-encoded 8-bit RGB image with the
-orientation applied and every piece of metadata (EXIF, GPS) dropped.
+before anything is decoded, polyglots are refused, and what is stored is an 8-bit RGB image
+with the orientation applied, every piece of metadata (EXIF, GPS, ICC) dropped, and no more
+bytes than needed (a lossless strip when the pixels need no change).
 
 Real photos come from the insightface wheel (test data only: located, never imported)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageCms
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from upload_service.validation import ImageLimits, NormalisedImage, normalise
 
 LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000, min_side=64, jpeg_quality=92)
+JPEG_START = b"\xff\xd8\xff"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+APP_OR_COMMENT = {*range(0xE0, 0xF0), 0xFE}  # APP0-APP15 and COM: metadata, never needed to decode
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,35 @@ def png_header_only(width: int, height: int) -> bytes:
     so being refused as too large proves the size was checked before any decoding."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"not zlib") + png_chunk(b"IEND", b"")
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def after_soi(jpeg: bytes, *segments: bytes) -> bytes:
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def jpeg_markers_before_scan(content: bytes) -> list[int]:
+    """The marker of each segment from SOI up to the first SOS."""
+    found, pos = [], 2
+    while content[pos + 1] != 0xDA:
+        found.append(content[pos + 1])
+        pos += 2 + struct.unpack(">H", content[pos + 2 : pos + 4])[0]
+    return found
+
+
+def pixels(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+
+
+def zip_archive() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("index.html", "<p>not a photo</p>")
+        archive.writestr("run.sh", "echo hidden payload\n")
+    return out.getvalue()
 
 
 def png_chunks(content: bytes) -> list[tuple[bytes, int, int]]:
@@ -367,3 +403,304 @@ def test_grayscale_with_alpha_png_is_flattened_onto_white() -> None:
     assert image.mode == "RGB"
     assert image.getpixel((5, 5)) == (255, 255, 255)
     assert image.getpixel((60, 5)) == (40, 40, 40)
+
+
+def test_icc_profile_is_not_stored() -> None:
+    """Both ways of storing drop it: the lossless strip (8-bit RGB) and the re-encode (grey to RGB)."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for picture in (Image.new("RGB", (80, 80), (1, 2, 3)), Image.new("L", (80, 80), 7)):
+        content = encode(picture, "PNG", icc_profile=icc)
+        assert b"iCCP" in content
+
+        result = normalise(content, LIMITS)
+
+        assert "icc_profile" not in stored(result).info
+        assert b"iCCP" not in result.content
+
+
+# --- polyglots: an image that is also something else ------------------------------------
+
+
+def assert_polyglot(content: bytes) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        normalise(content, LIMITS)
+    assert caught.value.reason == "polyglot-file"
+
+
+def test_png_with_a_zip_appended_is_refused_as_a_polyglot(images_dir: Path) -> None:
+    content = (images_dir / "Tom_Hanks_54745.png").read_bytes() + zip_archive()
+    assert zipfile.ZipFile(io.BytesIO(content)).namelist() == ["index.html", "run.sh"]  # a working archive...
+    Image.open(io.BytesIO(content)).load()  # ...and an image Pillow decodes without complaint
+
+    assert_polyglot(content)
+
+
+def test_png_with_a_zip_hidden_in_a_private_chunk_is_refused(images_dir: Path) -> None:
+    """Nothing follows IEND here: it is the ZIP itself that is found."""
+    original = (images_dir / "Tom_Hanks_54745.png").read_bytes()
+    iend = original.rindex(b"IEND") - 4
+    content = original[:iend] + png_chunk(b"zIPp", zip_archive()) + original[iend:]
+    Image.open(io.BytesIO(content)).load()
+    assert zipfile.is_zipfile(io.BytesIO(content))
+
+    assert_polyglot(content)
+
+
+def test_jpeg_with_a_zip_appended_is_refused_as_a_polyglot(images_dir: Path) -> None:
+    content = (images_dir / "t1.jpg").read_bytes() + zip_archive()
+    assert zipfile.ZipFile(io.BytesIO(content)).namelist() == ["index.html", "run.sh"]
+    Image.open(io.BytesIO(content)).load()
+
+    assert_polyglot(content)
+
+
+def test_zip_records_that_make_zipfile_raise_are_refused_not_a_crash(images_dir: Path) -> None:
+    # A ZIP64 locator claiming several disks: zipfile.is_zipfile raises BadZipFile instead of answering.
+    tail = b"PK\x06\x07" + struct.pack("<LQL", 0, 0, 2) + b"PK\x05\x06" + b"\0" * 18
+    content = (images_dir / "t1.jpg").read_bytes() + tail
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.is_zipfile(io.BytesIO(content))
+
+    assert_polyglot(content)
+
+
+@pytest.mark.parametrize("junk", [b"\0", b"trailing bytes that are no chunk", bytes(range(256))])
+def test_png_with_anything_after_iend_is_refused(images_dir: Path, junk: bytes) -> None:
+    content = (images_dir / "Tom_Hanks_54745.png").read_bytes() + junk
+    Image.open(io.BytesIO(content)).load()
+
+    assert_polyglot(content)
+
+
+def test_jpeg_with_a_script_in_a_comment_is_refused(images_dir: Path) -> None:
+    content = after_soi((images_dir / "t1.jpg").read_bytes(), jpeg_segment(0xFE, b"<script>alert(1)</script>"))
+    assert Image.open(io.BytesIO(content)).info["comment"].startswith(b"<script>")
+
+    assert_polyglot(content)
+
+
+def test_html_after_the_last_jpeg_eoi_is_refused(images_dir: Path) -> None:
+    content = (images_dir / "t1.jpg").read_bytes() + b"\n<!DOCTYPE html><HTML><body onload=alert(1)></body></HTML>"
+
+    assert_polyglot(content)
+
+
+@pytest.mark.parametrize(
+    "marker", [b"<svg onload=alert(1)>", b"<?php system($_GET['c']); ?>", b"<ScRiPt/src=//x.example>"]
+)
+def test_markup_in_a_png_text_chunk_is_refused(images_dir: Path, marker: bytes) -> None:
+    original = (images_dir / "Tom_Hanks_54745.png").read_bytes()
+    ihdr_end = 8 + 12 + 13
+    content = original[:ihdr_end] + png_chunk(b"tEXt", b"Comment\0" + marker) + original[ihdr_end:]
+    Image.open(io.BytesIO(content)).load()
+
+    assert_polyglot(content)
+
+
+@pytest.mark.parametrize(
+    "container",
+    [b"%PDF-1.7\n", b"Rar!\x1a\x07\x00", b"7z\xbc\xaf\x27\x1c\x00\x04", b"GIF89a", b"\x89PNG\r\n\x1a\n"],
+    ids=["pdf", "rar", "7z", "gif", "png"],
+)
+def test_another_format_after_the_jpeg_eoi_is_refused(images_dir: Path, container: bytes) -> None:
+    content = (images_dir / "t1.jpg").read_bytes() + container + bytes(range(256)) * 4
+
+    assert_polyglot(content)
+
+
+def test_appended_pdf_is_refused_even_when_its_own_bytes_hold_an_eoi(images_dir: Path) -> None:
+    """Compressed PDF streams hold the bytes FF D9 by chance: the last EOI is then inside the PDF."""
+    pdf = b"%PDF-1.7\n1 0 obj <</Length 9>> stream\n\x12\xff\xd9\x34binary\nendstream endobj\n%%EOF\n"
+    content = (images_dir / "t1.jpg").read_bytes() + pdf
+    assert content.rindex(b"\xff\xd9") > len(content) - len(pdf)
+
+    assert_polyglot(content)
+
+
+def test_a_phone_style_second_image_after_the_first_eoi_is_accepted_and_dropped(images_dir: Path) -> None:
+    """Phones store a second picture (MPF, as in an MPO file) after the first image's EOI."""
+    photo = Image.open(images_dir / "t1.jpg")
+    content = encode(photo, "MPO", save_all=True, append_images=[photo.resize((320, 222))], quality=60)
+    assert content.count(JPEG_START) == 2
+
+    result = normalise(content, LIMITS)
+
+    assert (result.width, result.height) == (1280, 886)
+    assert result.content.count(JPEG_START) == 1
+    assert np.array_equal(pixels(result.content), pixels(content))
+    assert result.bytes_saved > 0
+
+
+# --- never larger than needed ---------------------------------------------------------
+
+SHIPPED_PHOTOS = [
+    "t1.jpg",
+    "Tom_Hanks_54745.png",
+    "mask_black.jpg",
+    "mask_blue.jpg",
+    "mask_green.jpg",
+    "mask_white.jpg",
+]
+
+
+def test_the_shipped_photo_list_is_complete(images_dir: Path) -> None:
+    assert sorted(path.name for path in images_dir.iterdir()) == sorted(SHIPPED_PHOTOS)
+
+
+@pytest.mark.parametrize("name", SHIPPED_PHOTOS)
+def test_every_real_photo_is_accepted_and_never_stored_larger(images_dir: Path, name: str) -> None:
+    original = (images_dir / name).read_bytes()
+
+    result = normalise(original, LIMITS)
+
+    image = stored(result)
+    assert image.mode == "RGB"
+    assert image.size == (result.width, result.height) == Image.open(io.BytesIO(original)).size
+    assert result.stored_bytes == len(result.content)
+    assert result.bytes_saved == len(original) - len(result.content) >= 0
+
+
+def test_real_jpeg_with_exif_and_gps_is_stripped_losslessly_and_stored_smaller(images_dir: Path) -> None:
+    exif = exif_with_gps(orientation=1).tobytes()
+    xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta><exif:GPSLatitude>52,31N</exif:GPSLatitude></x:xmpmeta>"
+    original = (images_dir / "t1.jpg").read_bytes()
+    content = after_soi(original, jpeg_segment(0xE1, exif), jpeg_segment(0xE1, xmp))
+    assert Image.open(io.BytesIO(content)).getexif().get_ifd(ExifTags.IFD.GPSInfo)
+
+    result = normalise(content, LIMITS)
+
+    image = stored(result)
+    assert len(image.getexif()) == 0 and "xmp" not in image.info
+    assert b"Exif" not in result.content and b"GPS" not in result.content and b"TestCam" not in result.content
+    assert np.array_equal(pixels(result.content), pixels(content))
+    # Everything before the scan that is not metadata, and the scan itself, is kept byte for byte:
+    # what is saved is the EXIF, the XMP and t1's own JFIF header (18 bytes), nothing else.
+    assert result.bytes_saved == len(content) - len(original) + 18
+    assert not APP_OR_COMMENT & set(jpeg_markers_before_scan(result.content))
+
+
+def test_real_camera_metadata_is_stripped_from_a_progressive_jpeg_without_touching_pixels(images_dir: Path) -> None:
+    original = (images_dir / "mask_black.jpg").read_bytes()
+    assert Image.open(io.BytesIO(original)).info.keys() >= {"exif", "xmp", "photoshop", "progressive"}
+
+    result = normalise(original, LIMITS)
+
+    assert np.array_equal(pixels(result.content), pixels(original))
+    assert stored(result).info.get("progressive") == 1
+    assert not APP_OR_COMMENT & set(jpeg_markers_before_scan(result.content))
+    assert result.bytes_saved > 2_500  # EXIF, XMP and Photoshop blocks
+
+
+def test_already_optimised_jpeg_is_not_stored_larger(images_dir: Path) -> None:
+    content = encode(Image.open(images_dir / "t1.jpg"), "JPEG", quality=60, optimize=True)
+    reencoded = encode(Image.open(io.BytesIO(content)), "JPEG", quality=LIMITS.jpeg_quality, optimize=True)
+    assert len(reencoded) > len(content)  # what re-encoding every upload used to store
+
+    result = normalise(content, LIMITS)
+
+    assert result.stored_bytes <= len(content)
+    assert result.bytes_saved >= 0
+    assert np.array_equal(pixels(result.content), pixels(content))
+
+
+def test_turned_low_quality_jpeg_is_re_encoded_with_its_own_tables_not_a_higher_quality(images_dir: Path) -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    content = encode(Image.open(images_dir / "t1.jpg"), "JPEG", quality=60, exif=exif)
+    turned = Image.open(io.BytesIO(content)).transpose(Image.Transpose.ROTATE_270)
+    at_configured_quality = encode(turned, "JPEG", quality=LIMITS.jpeg_quality, optimize=True)
+
+    result = normalise(content, LIMITS)
+
+    assert (result.width, result.height) == (886, 1280)
+    assert stored(result).quantization == Image.open(io.BytesIO(content)).quantization
+    assert result.stored_bytes < len(at_configured_quality) // 2
+
+
+def test_black_and_white_jpeg_is_stored_as_rgb_with_its_own_tables(images_dir: Path) -> None:
+    """An old black-and-white photo: stored as RGB (three channels where there was one), but with its
+    own quantisation, not re-encoded at the higher configured quality (40% larger for this one)."""
+    content = encode(Image.open(images_dir / "t1.jpg").convert("L"), "JPEG", quality=60)
+    grey = Image.open(io.BytesIO(content))
+    at_configured_quality = encode(grey.convert("RGB"), "JPEG", quality=LIMITS.jpeg_quality, optimize=True)
+    assert len(at_configured_quality) > len(content) * 1.3
+
+    result = normalise(content, LIMITS)
+
+    image = stored(result)
+    assert image.mode == "RGB"
+    assert image.quantization[0] == grey.quantization[0]
+    assert np.abs(pixels(result.content).astype(int) - pixels(content).astype(int)).mean() < 0.1
+    assert -len(content) // 50 < result.bytes_saved < 0  # the flat chroma costs under 2%
+
+
+def test_jpeg_coded_as_rgb_keeps_the_adobe_marker_it_needs(images_dir: Path) -> None:
+    """Without its APP14 'Adobe' segment (transform 0) it would be decoded as YCbCr: wrong colours."""
+    content = encode(Image.open(images_dir / "t1.jpg"), "JPEG", quality=30, keep_rgb=True)
+    assert b"Adobe" in content
+    # A high configured quality, so the lossless strip is the smaller candidate and is what is stored.
+    limits = dataclasses.replace(LIMITS, jpeg_quality=100)
+
+    result = normalise(content, limits)
+
+    assert jpeg_markers_before_scan(result.content).count(0xEE) == 1
+    assert np.array_equal(pixels(result.content), pixels(content))
+
+
+def test_jpeg_whose_colours_need_its_jfif_header_is_re_encoded_not_stripped(images_dir: Path) -> None:
+    """With a JFIF header, libjpeg reads three components as YCbCr; without one, components labelled
+    'R', 'G', 'B' are read as RGB. Stripping would change every colour: the decode check catches it."""
+    content = bytearray(encode(Image.open(images_dir / "t1.jpg"), "JPEG", quality=30))
+    frame, scan = content.index(b"\xff\xc0"), content.index(b"\xff\xda")
+    for index, label in enumerate(b"RGB"):
+        content[frame + 10 + 3 * index] = label  # component id in the frame header
+        content[scan + 5 + 2 * index] = label  # and in the scan header
+    original = pixels(bytes(content)).astype(int)
+
+    result = normalise(bytes(content), LIMITS)
+
+    # The colours are right (the strip would be off by about 54 levels on average): a re-encode.
+    assert np.abs(pixels(result.content).astype(int) - original).mean() < 2
+
+
+def test_real_png_keeps_its_pixels_and_is_not_stored_larger(images_dir: Path) -> None:
+    original = (images_dir / "Tom_Hanks_54745.png").read_bytes()
+    with_text = original[:33] + png_chunk(b"tEXt", b"Author\0" + b"Someone Private " * 64) + original[33:]
+
+    for content in (original, with_text):
+        result = normalise(content, LIMITS)
+
+        assert np.array_equal(pixels(result.content), pixels(original))
+        assert result.bytes_saved >= 0
+        assert {kind for kind, _, _ in png_chunks(result.content)} == {b"IHDR", b"IDAT", b"IEND"}
+    assert normalise(with_text, LIMITS).content == normalise(original, LIMITS).content
+
+
+def test_png_with_a_chunk_before_its_header_is_stored_in_order(images_dir: Path) -> None:
+    """Pillow reads it; the spec wants IHDR first. Found by the fuzz tests as a crash."""
+    original = (images_dir / "Tom_Hanks_54745.png").read_bytes()
+    content = original[:8] + png_chunk(b"tEXt", b"Comment\0first") + original[8:]
+    Image.open(io.BytesIO(content)).load()
+
+    result = normalise(content, LIMITS)
+
+    assert png_chunks(result.content)[0][0] == b"IHDR"
+    assert b"first" not in result.content
+    assert np.array_equal(pixels(result.content), pixels(original))
+
+
+def test_16_bit_rgb_png_is_stored_as_8_bit(images_dir: Path) -> None:
+    """Pillow decodes it to 8-bit RGB, so a strip would pass the pixel check: its header must not be
+    kept. (The 8-bit re-encode is the smaller file anyway; the fuzz tests check every stored header.)"""
+    photo = np.asarray(Image.open(images_dir / "Tom_Hanks_54745.png").convert("RGB")).astype(">u2") * 257
+    ihdr = struct.pack(">IIBBBBB", 112, 112, 16, 2, 0, 0, 0)
+    rows = b"".join(b"\0" + row.tobytes() for row in photo)
+    content = (
+        PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    )
+    assert Image.open(io.BytesIO(content)).mode == "RGB"
+
+    result = normalise(content, LIMITS)
+
+    assert result.content[24] == 8  # IHDR bit depth
+    assert np.array_equal(pixels(result.content), pixels(content))

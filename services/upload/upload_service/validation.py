@@ -1,19 +1,44 @@
-"""What gets in: the type from the bytes, a bounded decode, and a normalised re-encode
-(orientation applied, metadata dropped, 8-bit RGB)."""
+"""What gets in: the type from the bytes, a bounded decode, no polyglots, and the smallest
+correct normalised image (orientation applied, metadata dropped, 8-bit RGB).
+
+The stored bytes are the smallest of the candidates that are right for the upload:
+- nothing to change (JPEG or 8-bit RGB PNG, upright, no alpha): the upload with its metadata
+  stripped losslessly, verified to decode to the same pixels, or the re-encode if that is smaller;
+- any other RGB or grey JPEG (turned, or grey to be stored as RGB): the re-encode at the configured
+  quality, or with the upload's own quantisation tables if that is smaller (re-encoding above the
+  upload's quality adds bytes, not detail);
+- anything else (CMYK, palette, 16-bit, alpha): the re-encode.
+`bytes_saved` is negative only when the change must grow the file: grey or palette pixels stored
+as RGB (three channels where there was one), or a turned JPEG (no lossless rotation here: the
+re-encode starts from decoded pixels, and the upload's 8x8 blocks no longer line up with the new
+ones unless its sides are multiples of 16, so its block edges are coded as detail)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from upload_service import jpeg_markers, png_chunks
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_MAGIC = png_chunks.SIGNATURE
+
+# Markup a browser or an interpreter would act on: the tag name and then a byte that ends it, as the
+# WHATWG MIME Sniffing standard reads tags (a bare "<svg" turns up in compressed data by chance).
+_MARKUP = re.compile(rb"<(?:script|html|\?php|svg|!doctype)[\s/>]", re.IGNORECASE)
+# Another format's signature just after a JPEG end-of-image marker, blank padding allowed. Any EOI,
+# not only the last: an appended PDF or archive holds the bytes FF D9 by chance often enough.
+# A phone's second image (MPF) starts with SOI and is not refused.
+_CONTAINER_AFTER_EOI = re.compile(rb"\xff\xd9[\s\x00]*(?:PK\x03\x04|%PDF|Rar!|7z\xbc\xaf\x27\x1c|GIF8|\x89PNG)")
+_COMPARE_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,15 @@ class NormalisedImage:
     sha256: str
     original_bytes: int
 
+    @property
+    def stored_bytes(self) -> int:
+        return len(self.content)
+
+    @property
+    def bytes_saved(self) -> int:
+        """Upload size minus stored size (see the module's docstring for when it is negative)."""
+        return self.original_bytes - self.stored_bytes
+
 
 def sniff_type(content: bytes) -> str:
     if content.startswith(JPEG_MAGIC):
@@ -42,6 +76,34 @@ def sniff_type(content: bytes) -> str:
     if content.startswith(PNG_MAGIC):
         return "image/png"
     raise UnsupportedMediaType("only JPEG and PNG images are accepted", reason="unsupported-media-type")
+
+
+def normalise(content: bytes, limits: ImageLimits) -> NormalisedImage:
+    if len(content) > limits.max_bytes:
+        raise PayloadTooLarge(f"the file is larger than {limits.max_bytes} bytes", reason="payload-too-large")
+    content_type = sniff_type(content)
+    fmt = "JPEG" if content_type == "image/jpeg" else "PNG"
+    image = _decode(content, fmt, limits)
+    _refuse_polyglot(content, fmt)
+    upright = _upright(image)
+    rgb = _to_rgb(upright)
+    rgb.info = {}  # nothing of the upload's metadata (ICC profile, EXIF, text) goes to the encoder
+    candidates = []
+    if upright is image:
+        stripped = _strip_metadata(content, fmt, image)
+        if stripped is not None and _same_pixels(stripped, fmt, image):
+            candidates.append(stripped)
+    candidates += _reencodings(rgb, fmt, image, limits, lossless=bool(candidates))
+    stored = min(candidates, key=len)  # the lossless strip comes first and wins a tie
+    return NormalisedImage(
+        content=stored,
+        content_type=content_type,
+        extension="jpg" if fmt == "JPEG" else "png",
+        width=rgb.width,
+        height=rgb.height,
+        sha256=hashlib.sha256(stored).hexdigest(),
+        original_bytes=len(content),
+    )
 
 
 def _decode(content: bytes, expected_format: str, limits: ImageLimits) -> Image.Image:
@@ -72,42 +134,118 @@ def _decode(content: bytes, expected_format: str, limits: ImageLimits) -> Image.
     return image
 
 
+def _refuse_polyglot(content: bytes, fmt: str) -> None:
+    """A file that decodes as an image and is also something else (an archive, a page, a script)."""
+    if fmt == "PNG":
+        try:
+            chunks = png_chunks.walk(content)
+        except ValueError:
+            raise Unprocessable("the PNG's chunks are damaged", reason="undecodable-image") from None
+        trailing = chunks[-1].end < len(content)
+    else:
+        trailing = _CONTAINER_AFTER_EOI.search(content) is not None
+    if trailing:
+        found = "data after the end of the image"
+    elif _MARKUP.search(content):
+        found = "markup or script"
+    elif _holds_zip(content):
+        found = "a ZIP archive"
+    else:
+        return
+    raise Unprocessable(f"the file is an image that also carries {found}", reason="polyglot-file")
+
+
+def _holds_zip(content: bytes) -> bool:
+    try:
+        return zipfile.is_zipfile(io.BytesIO(content))
+    except zipfile.BadZipFile:  # ZIP records zipfile will not open (e.g. "spans multiple disks") are still ZIP
+        return True
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; the same object when it needs no turn."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation in range(2, 9):
+            return ImageOps.exif_transpose(image)
+    except Exception:
+        raise Unprocessable("the image's orientation data is corrupt", reason="undecodable-image") from None
+    return image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey keeps its top 8 bits; a transparent grey level (rare) is not applied.
+        return image.point(lambda value: value / 256).convert("L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent areas become white, as a viewer would show them on a page.
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return image.point(lambda value: value / 256).convert("L").convert("RGB")
     return image.convert("RGB")
 
 
-def normalise(content: bytes, limits: ImageLimits) -> NormalisedImage:
-    if len(content) > limits.max_bytes:
-        raise PayloadTooLarge(f"the file is larger than {limits.max_bytes} bytes", reason="payload-too-large")
-    content_type = sniff_type(content)
-    image = _decode(content, "JPEG" if content_type == "image/jpeg" else "PNG", limits)
+def _strip_metadata(content: bytes, fmt: str, image: Image.Image) -> bytes | None:
+    """The upload without its metadata, when the pixels need no change; None otherwise."""
+    if image.mode != "RGB" or "transparency" in image.info:
+        return None
+    if fmt == "JPEG":
+        return jpeg_markers.strip_metadata(content)
+    chunks = png_chunks.walk(content)  # walked once already: it reaches IEND
     try:
-        image = ImageOps.exif_transpose(image) or image
-    except Exception:
-        raise Unprocessable("the image's orientation data is corrupt", reason="undecodable-image") from None
-    rgb = _to_rgb(image)
+        head = png_chunks.header(content, chunks)
+    except ValueError:  # Pillow reads chunks before IHDR; the re-encode puts them in order
+        return None
+    if (head.bit_depth, head.colour_type) != (8, png_chunks.COLOUR_TYPE_RGB):
+        return None  # 16-bit RGB decodes to RGB too, but must not be stored as it is
+    return png_chunks.critical_only(content, chunks)
+
+
+def _same_pixels(candidate: bytes, fmt: str, reference: Image.Image) -> bool:
+    """Whether candidate decodes to exactly the reference's RGB pixels (compared band by band)."""
+    try:
+        with Image.open(io.BytesIO(candidate), formats=[fmt]) as decoded:
+            if decoded.mode != "RGB" or decoded.size != reference.size:
+                return False
+            decoded.load()
+            return all(decoded.crop(box).tobytes() == reference.crop(box).tobytes() for box in _bands(reference))
+    except Exception:  # a candidate that does not decode is not used; the re-encode always is
+        return False
+
+
+def _bands(image: Image.Image) -> Iterator[tuple[int, int, int, int]]:
+    for top in range(0, image.height, _COMPARE_ROWS):
+        yield (0, top, image.width, min(top + _COMPARE_ROWS, image.height))
+
+
+def _reencodings(
+    rgb: Image.Image, fmt: str, source: Image.Image, limits: ImageLimits, *, lossless: bool
+) -> list[bytes]:
+    if fmt == "PNG":
+        return [_encode(rgb, "PNG", optimize=True)]
+    encoded = [_encode(rgb, "JPEG", quality=limits.jpeg_quality, optimize=True)]
+    if not lossless and source.mode in ("RGB", "L") and isinstance(source, JpegImagePlugin.JpegImageFile):
+        own_tables = _encode_with_tables(rgb, source)
+        if own_tables is not None:
+            encoded.append(own_tables)
+    return encoded
+
+
+def _encode_with_tables(rgb: Image.Image, source: JpegImagePlugin.JpegImageFile) -> bytes | None:
+    """The pixels re-encoded with the upload's own quantisation tables: no coarser than the upload.
+    A grey upload has one table; the chroma of a grey picture is flat, and costs next to nothing."""
+    try:
+        tables = [source.quantization[key] for key in sorted(source.quantization)]
+        if len(tables) == 1:
+            tables *= 2
+        sampling = JpegImagePlugin.get_sampling(source)  # -1, the encoder's default, when it is not a standard one
+        return _encode(rgb, "JPEG", qtables=tables, subsampling=sampling, optimize=True)
+    except Exception:  # tables that cannot be written again: the re-encode at the configured quality stands
+        return None
+
+
+def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     out = io.BytesIO()
-    if content_type == "image/jpeg":
-        rgb.save(out, format="JPEG", quality=limits.jpeg_quality, optimize=True)
-        extension = "jpg"
-    else:
-        rgb.save(out, format="PNG", optimize=True)
-        extension = "png"
-    stored = out.getvalue()
-    return NormalisedImage(
-        content=stored,
-        content_type=content_type,
-        extension=extension,
-        width=rgb.width,
-        height=rgb.height,
-        sha256=hashlib.sha256(stored).hexdigest(),
-        original_bytes=len(content),
-    )
+    image.save(out, format=fmt, **params)
+    return out.getvalue()
