@@ -20,12 +20,14 @@ from PIL import Image
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
-from facerestore_common.errors import Unavailable, UnsupportedMediaType
+from facerestore_common.errors import Unavailable, Unprocessable, UnsupportedMediaType
 from facerestore_common.events import EventBus
 from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
+from upload_service.idempotency import KEY_LIFETIME_MS, IdempotencyKeys
 from upload_service.jobs import JobRepository
 from upload_service.metadata import parse_metadata
+from upload_service.outbox import OutboxRelay
 from upload_service.uploads import Uploads
 from upload_service.validation import ImageLimits
 
@@ -121,7 +123,8 @@ async def test_accepted_upload_stores_the_original_records_the_job_and_announces
     uploads = Uploads(blobs, jobs, bus, LIMITS)
     metadata = parse_metadata([" Family ", "family", "Lake"], " grandma, 1990 ", "Konstanz")
 
-    job = await uploads.accept("user-1", face_jpeg, metadata)
+    job, replayed = await uploads.accept("user-1", face_jpeg, metadata)
+    assert replayed is False
 
     # The job describes what was stored.
     assert job.user_id == "user-1"
@@ -178,8 +181,8 @@ async def test_two_uploads_of_the_same_photo_are_two_jobs(
     uploads = Uploads(blobs, jobs, bus, LIMITS)
     metadata = parse_metadata([], "", "")
 
-    first = await uploads.accept("user-1", face_jpeg, metadata)
-    second = await uploads.accept("user-1", face_jpeg, metadata)
+    first, _ = await uploads.accept("user-1", face_jpeg, metadata)
+    second, _ = await uploads.accept("user-1", face_jpeg, metadata)
 
     assert first.image_id != second.image_id
     assert first.sha256 == second.sha256
@@ -209,32 +212,54 @@ async def test_refused_image_leaves_nothing_behind(
     assert await next_envelope(probe) is None
 
 
-async def test_failed_publish_undoes_the_blob_and_the_job(
+async def relay_everything(jobs: JobRepository, bus: EventBus) -> int:
+    relay = OutboxRelay(jobs, Uploads(jobs=jobs, blobs=None, bus=bus, limits=LIMITS), 0.1, 100)  # type: ignore[arg-type]
+    return await relay.run_once()
+
+
+async def test_upload_accepted_while_the_exchange_is_gone_is_published_later_by_the_relay(
     amqp_url: str,
     s3_endpoint: str,
     unique_name: str,
     blobs: BlobStore,
     jobs: JobRepository,
     bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
     database: AsyncIOMotorDatabase,
     face_jpeg: bytes,
 ) -> None:
-    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    uploads = Uploads(blobs, jobs, bus, LIMITS, relay_grace_ms=0)
     # The broker loses the exchange after the service connected: publishing to it is refused (404).
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         await channel.exchange_delete(f"{unique_name}.events")
 
-    with pytest.raises(Unavailable) as caught:
-        await uploads.accept("user-1", face_jpeg, parse_metadata(["x"], "", ""))
+    job, _ = await uploads.accept("user-1", face_jpeg, parse_metadata(["x"], "", ""))
 
-    assert caught.value.reason == "queue-unavailable"
-    assert await bucket_keys(blobs, s3_endpoint) == []
-    assert await database["jobs"].count_documents({}) == 0
+    # Accepted: the original and the job are kept, the event is owed.
+    assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
+    stored = await jobs.get(job.image_id)
+    assert stored is not None and stored.published is False
+
+    # Once the broker takes events again, the relay publishes the same event exactly once.
+    relaying_bus = EventBus(amqp_url, f"{unique_name}.events", unique_name, "upload-relay")
+    await relaying_bus.connect()
+    await relaying_bus.declare_queue("probe", ["image.uploaded"])
+    try:
+        assert await relay_everything(jobs, relaying_bus) == 1
+        assert await relay_everything(jobs, relaying_bus) == 0
+    finally:
+        await relaying_bus.close()
+    envelope = await next_envelope(probe)
+    assert envelope is not None and envelope.event_id == job.event_id
+    assert envelope.image_uploaded.image_id == job.image_id
+    assert await next_envelope(probe) is None
+    stored = await jobs.get(job.image_id)
+    assert stored is not None and stored.published is True
 
 
-async def test_failed_publish_on_a_closed_connection_undoes_the_blob_and_the_job(
+async def test_upload_accepted_on_a_closed_connection_is_kept_for_the_relay(
     s3_endpoint: str,
     blobs: BlobStore,
     jobs: JobRepository,
@@ -242,15 +267,62 @@ async def test_failed_publish_on_a_closed_connection_undoes_the_blob_and_the_job
     database: AsyncIOMotorDatabase,
     face_jpeg: bytes,
 ) -> None:
-    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    uploads = Uploads(blobs, jobs, bus, LIMITS, publish_timeout_seconds=1)
     await bus.close()
 
-    with pytest.raises(Unavailable) as caught:
-        await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
+    job, _ = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
 
-    assert caught.value.reason == "queue-unavailable"
-    assert await database["jobs"].count_documents({}) == 0
-    assert await bucket_keys(blobs, s3_endpoint) == []
+    assert await database["jobs"].count_documents({"published": False}) == 1
+    assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
+    # The relay leaves it alone during the grace period that the upload's own attempt has.
+    assert await jobs.due_for_publishing(10) == []
+
+
+async def test_same_idempotency_key_returns_the_first_upload(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=IdempotencyKeys(database))
+    metadata = parse_metadata(["a"], "note", "")
+    first, replayed_first = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-1")
+    again, replayed_again = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-1")
+    other_user, _ = await uploads.accept("user-2", face_jpeg, metadata, idempotency_key="k-1")
+
+    assert (replayed_first, replayed_again) == (False, True)
+    assert again.image_id == first.image_id
+    assert other_user.image_id != first.image_id
+    assert await database["jobs"].count_documents({}) == 2
+    assert len(await bucket_keys(blobs, s3_endpoint)) == 2
+    with pytest.raises(Unprocessable) as caught:
+        await uploads.accept("user-1", face_jpeg, parse_metadata(["b"], "note", ""), idempotency_key="k-1")
+    assert caught.value.reason == "idempotency-key-reused"
+
+
+async def test_idempotency_key_of_a_refused_upload_is_free_again(
+    blobs: BlobStore, jobs: JobRepository, bus: EventBus, database: AsyncIOMotorDatabase, face_jpeg: bytes
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=IdempotencyKeys(database))
+    with pytest.raises(UnsupportedMediaType):
+        await uploads.accept("user-1", b"GIF89a" + b"\0" * 100, parse_metadata([], "", ""), idempotency_key="k-2")
+    job, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-2")
+    assert replayed is False and await jobs.get(job.image_id) is not None
+
+
+async def test_idempotency_key_expires_after_a_day(
+    blobs: BlobStore, jobs: JobRepository, bus: EventBus, database: AsyncIOMotorDatabase, face_jpeg: bytes
+) -> None:
+    uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=IdempotencyKeys(database))
+    first, _ = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-3")
+    await database["idempotency_keys"].update_one(
+        {"_id": "user-1:k-3"}, {"$inc": {"created_at_ms": -(KEY_LIFETIME_MS + 1000)}}
+    )
+    later, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-3")
+    assert replayed is False and later.image_id != first.image_id
 
 
 async def test_failed_job_record_undoes_the_blob(

@@ -23,7 +23,9 @@ class UploadApi(upload_pb2_grpc.UploadServiceServicer):
     ) -> upload_pb2.CreateUploadResponse:
         principal = require_principal()
         metadata = parse_metadata(request.tags, request.note, request.location)
-        job = await self._uploads.accept(principal.user_id, request.content, metadata)
+        job, replayed = await self._uploads.accept(
+            principal.user_id, request.content, metadata, idempotency_key=request.idempotency_key
+        )
         return upload_pb2.CreateUploadResponse(
             image_id=job.image_id,
             status="queued",
@@ -31,4 +33,8 @@ class UploadApi(upload_pb2_grpc.UploadServiceServicer):
             content_type=job.content_type,
             width=job.width,
             height=job.height,
+            replayed=replayed,
+            tags=job.tags,
+            note=job.note,
+            location=job.location,
         )

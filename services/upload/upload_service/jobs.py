@@ -1,10 +1,17 @@
-"""Job records: one per accepted upload, keyed by the image id."""
+"""Job records: one per accepted upload, keyed by the image id.
+
+Each job is also its own outbox entry: it carries the id and trace context of its
+`image.uploaded` event and whether the broker has confirmed it, so an event that could
+not be published when the upload was accepted is published later by the relay."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from facerestore_common.timeutil import now_ms
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,18 @@ class Job:
     note: str
     location: str
     created_at_ms: int
+    event_id: str = ""
+    traceparent: str = ""
+    published: bool = False
+    publish_attempts: int = 0
+    next_publish_at_ms: int = 0
+    status: str = field(default="queued")
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Job:
+        fields = {name: doc[name] for name in cls.__dataclass_fields__ if name in doc and name != "image_id"}
+        fields["published"] = bool(fields.get("published", False))
+        return cls(image_id=doc["_id"], **fields)
 
 
 class JobRepository:
@@ -29,11 +48,36 @@ class JobRepository:
 
     async def create_indexes(self) -> None:
         await self._jobs.create_index([("user_id", 1), ("created_at_ms", -1)])
+        await self._jobs.create_index([("published", 1), ("next_publish_at_ms", 1)])
 
     async def insert(self, job: Job) -> None:
         doc = asdict(job)
         doc["_id"] = doc.pop("image_id")
-        await self._jobs.insert_one({**doc, "status": "queued"})
+        await self._jobs.insert_one(doc)
+
+    async def get(self, image_id: str) -> Job | None:
+        doc = await self._jobs.find_one({"_id": image_id})
+        return Job.from_document(doc) if doc else None
 
     async def delete(self, image_id: str) -> None:
         await self._jobs.delete_one({"_id": image_id})
+
+    async def mark_published(self, image_id: str) -> None:
+        await self._jobs.update_one(
+            {"_id": image_id},
+            {"$set": {"published": True, "published_at_ms": now_ms()}, "$inc": {"publish_attempts": 1}},
+        )
+
+    async def postpone(self, image_id: str, delay_ms: int) -> None:
+        await self._jobs.update_one(
+            {"_id": image_id}, {"$set": {"next_publish_at_ms": now_ms() + delay_ms}, "$inc": {"publish_attempts": 1}}
+        )
+
+    async def due_for_publishing(self, limit: int) -> list[Job]:
+        docs = (
+            await self._jobs.find({"published": False, "next_publish_at_ms": {"$lte": now_ms()}})
+            .sort("next_publish_at_ms", 1)
+            .limit(limit)
+            .to_list(None)
+        )
+        return [Job.from_document(doc) for doc in docs]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from facerestore.upload.v1 import upload_pb2_grpc
 from facerestore_common import mongo
@@ -14,7 +15,9 @@ from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
 from upload_service.grpc_api import ACCESS_POLICY, UploadApi
+from upload_service.idempotency import IdempotencyKeys
 from upload_service.jobs import JobRepository
+from upload_service.outbox import OutboxRelay
 from upload_service.settings import Settings
 from upload_service.uploads import Uploads
 from upload_service.validation import ImageLimits
@@ -49,9 +52,26 @@ async def serve(settings: Settings) -> None:
         settings.grpc_max_message_bytes,
         [AuthInterceptor(verifier, ACCESS_POLICY)],
     )
-    upload_pb2_grpc.add_UploadServiceServicer_to_server(UploadApi(Uploads(blobs, jobs, bus, limits)), server.server)
+    idempotency = IdempotencyKeys(database)
+    uploads = Uploads(
+        blobs,
+        jobs,
+        bus,
+        limits,
+        idempotency=idempotency,
+        publish_timeout_seconds=settings.publish_timeout_seconds,
+        relay_grace_ms=int(settings.outbox_grace_seconds * 1000),
+    )
+    upload_pb2_grpc.add_UploadServiceServicer_to_server(UploadApi(uploads), server.server)
+    relay = OutboxRelay(
+        jobs, uploads, settings.outbox_relay_interval_seconds, int(settings.outbox_retry_seconds * 1000)
+    )
+    relay_task = asyncio.create_task(relay.run_forever())
 
     async def close() -> None:
+        relay_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
         await bus.close()
         await auth_channel.close()
         database.client.close()

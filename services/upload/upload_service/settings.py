@@ -22,3 +22,11 @@ class Settings(ServiceSettings, GrpcServerSettings, AuthClientSettings, MongoSet
     max_image_side: int = Field(default=12_000, ge=64)
     min_image_side: int = Field(default=64, ge=1)
     jpeg_quality: int = Field(default=92, ge=50, le=100)
+
+    # How long an upload waits for the broker before leaving its event to the outbox relay.
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The relay: how often it looks for unpublished events, how long after an upload it
+    # first may (so it does not race the upload's own attempt), and how long it backs off.
+    outbox_relay_interval_seconds: float = Field(default=2.0, gt=0)
+    outbox_grace_seconds: float = Field(default=10.0, ge=0)
+    outbox_retry_seconds: float = Field(default=5.0, gt=0)
