@@ -16,13 +16,19 @@ from facerestore_common.logging import client_ip_var, get_logger, request_id_var
 from facerestore_common.revocation import SessionRevocations
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
+from gateway_service.body_limit import UploadBodyLimit
 from gateway_service.client_ip import client_ip, parse_networks
 from gateway_service.clients import ServiceClients
+from gateway_service.problems import Problem
+from gateway_service.rate_limits import Limit, RateLimiter
 from gateway_service.routes import admin, auth, health, images
 from gateway_service.settings import Settings
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
+
+# Probes are not client traffic.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,6 +57,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     trusted_proxies = parse_networks(settings.trusted_proxies)
+    rate_limiter = RateLimiter(settings.redis_url, f"{settings.redis_key_prefix}:gateway-limits")
+    ip_limit = Limit.of("requests-per-ip", settings.rate_limit_per_ip, fail_open=True)
+    app.state.rate_limiter = rate_limiter
+    app.state.upload_limit = Limit.of("uploads-per-user", settings.rate_limit_uploads_per_user, fail_open=False)
+    # Added first, so it runs inside the request context (request id, client IP) set below.
+    app.add_middleware(UploadBodyLimit, path="/v1/images", max_file_bytes=settings.max_upload_bytes)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -61,7 +73,20 @@ def create_app(settings: Settings) -> FastAPI:
         client_ip_var.set(client_ip(peer, request.headers.get("x-forwarded-for"), trusted_proxies))
         started = time.perf_counter()
         with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
-            response = await call_next(request)
+            try:
+                verdict = (
+                    await rate_limiter.hit(ip_limit, client_ip_var.get())
+                    if request.url.path not in UNLIMITED_PATHS
+                    else None
+                )
+            except Problem as refused:
+                response = problems.problem_response(refused, request)
+            else:
+                response = await call_next(request)
+                # A route's own, stricter limit (the upload quota) is the one the client sees.
+                verdict = getattr(request.state, "rate_limit_verdict", None) or verdict
+                for name, value in (verdict.headers() if verdict else {}).items():
+                    response.headers.setdefault(name, value)
             log.info(
                 "http_request",
                 method=request.method,

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from facerestore_common.tokens import Principal, TokenVerifier
 from gateway_service.clients import ServiceClients
 from gateway_service.problems import Problem
+from gateway_service.rate_limits import RateLimiter
 from gateway_service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/otp/verify or /v1/auth/refresh")
@@ -45,3 +46,14 @@ CurrentUser = Annotated[Principal, Depends(get_principal)]
 AdminUser = Annotated[Principal, Depends(get_admin)]
 Clients = Annotated[ServiceClients, Depends(get_clients)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+async def upload_quota(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> None:
+    """Counts an upload against the caller's hourly quota (refused with 429 when spent)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    verdict = await limiter.hit(request.app.state.upload_limit, principal.user_id)
+    # The request context middleware puts these headers on the answer, whatever it is.
+    request.state.rate_limit_verdict = verdict
+
+
+UploadQuota = Annotated[None, Depends(upload_quota)]

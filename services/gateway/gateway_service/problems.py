@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from facerestore_common.errors import (
     LIMIT_METADATA_KEY,
@@ -136,10 +137,55 @@ def install(app: Any) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body that cannot even be parsed (JSON that is not UTF-8, broken multipart) is
+            # answered like malformed JSON, with the 422 every operation with a body declares.
+            errors = [{"loc": ["body"], "msg": str(exc.detail)}]
+            return problem_response(
+                Problem(422, "validation-error", "the request is not valid", errors=errors), request
+            )
         reason = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(Problem(exc.status_code, reason, str(exc.detail)), request)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110: a 405 names every method of the resource; Starlette's names one route's.
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return problem_response(Problem(exc.status_code, reason, str(exc.detail), headers), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
         return problem_response(Problem(500, "internal", "something went wrong on our side"), request)
+
+    _document_validation_problems(app)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods some route answers at this path, asked of the router itself."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        scope: dict[str, Any] = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+def _document_validation_problems(app: Any) -> None:
+    """FastAPI documents its own 422 body (HTTPValidationError as application/json) on every
+    operation that validates input; the handler above answers with a problem instead."""
+    generate = app.openapi
+    fastapi_422 = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
+    problem_422 = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.get("422", {}).get("content") == fastapi_422:
+                        responses["422"] = {"description": "The request is not valid", "content": problem_422}
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema  # type: ignore[no-any-return]
+
+    app.openapi = openapi

@@ -8,6 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, query, path or header, then the field")
+    msg: str
+
+
 class ProblemDetails(BaseModel):
     type: str = Field(description="Stable URI naming the kind of problem")
     title: str
@@ -17,6 +22,7 @@ class ProblemDetails(BaseModel):
     request_id: str
     limit: str | None = Field(default=None, description="For 429: the limit that was reached")
     retry_after: int | None = Field(default=None, description="For 429: seconds until a retry can succeed")
+    errors: list[FieldError] | None = Field(default=None, description="For validation-error: what is wrong, where")
 
 
 class OtpRequest(BaseModel):

@@ -20,3 +20,7 @@ class Settings(ServiceSettings, AuthClientSettings, RedisSettings):
     # ingress, a load balancer). X-Forwarded-For is believed only when the direct peer is one
     # of them; from anyone else it is ignored, so it cannot be spoofed to dodge IP limits.
     trusted_proxies: str = ""
+    # Rate limits (the `limits` notation). Uploads per signed-in user fail closed without
+    # Redis; the per-client-IP limit on every route fails open.
+    rate_limit_uploads_per_user: str = "10/hour"
+    rate_limit_per_ip: str = "300/minute"

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
 
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import image_out
-from gateway_service.dependencies import AppSettings, Clients, CurrentUser
+from gateway_service.dependencies import AppSettings, Clients, CurrentUser, UploadQuota
 from gateway_service.problems import Problem
-from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem
+from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.schemas import ImageOut, ImagePage
 
 router = APIRouter(tags=["images"])
@@ -26,21 +26,34 @@ router = APIRouter(tags=["images"])
     summary="Upload a face photo (JPEG or PNG, at most 1 MB) for restoration",
     responses={
         401: UNAUTHORIZED,
+        409: problem("An upload with this Idempotency-Key is still in progress"),
         413: problem("Larger than 1 MB"),
         415: problem("Not a JPEG or PNG"),
-        422: problem("Not decodable, too small or too large in pixels, or bad metadata"),
+        422: problem(
+            "Not decodable, too small or too large in pixels, a polyglot, bad metadata, or a reused Idempotency-Key"
+        ),
+        429: rate_limited("More than the hourly upload quota, or too many requests from this address"),
         503: UNAVAILABLE,
     },
 )
 async def upload_image(
     request: Request,
     user: CurrentUser,
+    quota: UploadQuota,
     clients: Clients,
     settings: AppSettings,
     file: Annotated[UploadFile, File(description="The photo")],
     tags: Annotated[str | None, Form(description="Comma-separated tags", max_length=400)] = None,
     note: Annotated[str | None, Form(max_length=500)] = None,
     location: Annotated[str | None, Form(max_length=100)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Repeat a request safely: the same key within 24 h returns the first upload",
+        ),
+    ] = None,
 ) -> ImageOut:
     content = await file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
@@ -52,6 +65,7 @@ async def upload_image(
             tags=[tag for tag in (tags or "").split(",") if tag.strip()],
             note=note or "",
             location=location or "",
+            idempotency_key=idempotency_key or "",
         ),
         timeout=settings.upload_deadline_seconds,
         metadata=call_metadata(user.token),
@@ -62,9 +76,9 @@ async def upload_image(
         created_at=response.created_at.ToDatetime(tzinfo=UTC),
         width=response.width,
         height=response.height,
-        tags=[tag.strip().lower() for tag in (tags or "").split(",") if tag.strip()],
-        note=(note or "").strip(),
-        location=(location or "").strip(),
+        tags=list(response.tags),
+        note=response.note,
+        location=response.location,
     )
 
 
