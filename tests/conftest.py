@@ -40,6 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterato
     running.start()
     yield running
     code = running.stop()
+    running.remove_shared_state()
     assert code == 0, running.logs_tail()
 
 

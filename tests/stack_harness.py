@@ -3,6 +3,7 @@ a private data folder, against the machine's real RabbitMQ and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,8 +21,12 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
+
+from facerestore_common.topology import CONSUMER_BINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack.py"
@@ -120,6 +125,12 @@ class RunningStack:
             # the limits themselves are tested on their own.
             OTP_RESEND_COOLDOWN_SECONDS="0",
             OTP_REQUESTS_PER_IP="1000/hour",
+            RATE_LIMIT_PER_IP="100000/minute",
+            # An upload made while the broker is down is relayed soon after it is back.
+            PUBLISH_TIMEOUT_SECONDS="2",
+            OUTBOX_GRACE_SECONDS="1",
+            OUTBOX_RELAY_INTERVAL_SECONDS="0.5",
+            OUTBOX_RETRY_SECONDS="1",
             LOG_LEVEL="INFO",
         )
         if self.smtp_port:
@@ -168,6 +179,26 @@ class RunningStack:
             code = self.process.wait()
         self.process = None
         return code
+
+    def remove_shared_state(self) -> None:
+        """Delete this stack's queues and exchanges from the shared broker, and its Redis keys."""
+
+        async def remove() -> None:
+            connection = await aio_pika.connect(os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+            async with connection:
+                channel = await connection.channel()
+                for consumer in CONSUMER_BINDINGS:
+                    for queue in (f"{self.namespace}.{consumer}", f"{self.namespace}.{consumer}.dlq"):
+                        await channel.queue_delete(queue)
+                for exchange in (f"{self.namespace}.events", f"{self.namespace}.events.dlx"):
+                    await channel.exchange_delete(exchange)
+            redis = Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+            async with redis:
+                keys = [key async for key in redis.scan_iter(match=f"{self.namespace}*")]
+                if keys:
+                    await redis.delete(*keys)
+
+        asyncio.run(remove())
 
     def leftover_processes(self) -> list[int]:
         """Pids of processes still marked with this stack's id."""

@@ -48,4 +48,5 @@ def test_restart_keeps_users_and_history_and_leaves_nothing_running(tmp_path: Pa
             assert client.get(items[0]["restored_url"]).status_code == 200
     finally:
         assert stack.stop() == 0, stack.logs_tail()
+        stack.remove_shared_state()
     assert stack.leftover_processes() == []
