@@ -1,6 +1,14 @@
 """The event bus: one durable topic exchange, a durable queue per consuming service,
-dead-lettering, publisher confirms, manual acks after side effects, and consumers
-that process an event id once even when it is delivered twice.
+publisher confirms, manual acks after side effects, and consumers that process an event
+id once even when it is delivered twice.
+
+A handler that raises is retried with exponential backoff through the consumer's own
+delay queue (`<queue>.retry`): the message is published there with a per-message TTL and
+an incremented `x-attempt` header, and when the TTL runs out the broker dead-letters it
+back into `<queue>` only, so other consumers of the same event never see the retry. The
+queue itself never waits: a failing message leaves it at once. After `max_attempts`
+(or at once for a PermanentEventError) the consumer's `on_give_up` hook is told why and
+the message is rejected into `<queue>.dlq`.
 """
 
 from __future__ import annotations
@@ -8,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aio_pika
@@ -25,10 +34,21 @@ log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 EventHandler = Callable[[events_pb2.Envelope], Awaitable[None]]
+# Called once a message is given up on, before it is dead-lettered, with a reason such as
+# "retries_exhausted: S3Error" or "permanent: <message>".
+GiveUpHook = Callable[[events_pb2.Envelope, str], Awaitable[None]]
+
+ATTEMPT_HEADER = "x-attempt"
 
 
 class PermanentEventError(Exception):
     """The event can never be handled; it goes to the dead-letter queue at once."""
+
+
+def derived_event_id(source_event_id: str, kind: str) -> str:
+    """The id of the event that handling `source_event_id` produces: the same on every
+    redelivery, so consumers drop the repeat a crash between publishing and acking causes."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"facerestore:{source_event_id}:{kind}").hex
 
 
 def new_envelope(producer: str, **payload: object) -> events_pb2.Envelope:
@@ -69,6 +89,26 @@ class ProcessedEvents:
             pass
 
 
+@dataclass(frozen=True)
+class _RetryPolicy:
+    retry_queue: str
+    max_attempts: int
+    base_seconds: float
+    max_seconds: float
+    on_give_up: GiveUpHook | None
+
+    def delay_after(self, attempt: int) -> float:
+        return float(min(self.base_seconds * 2 ** (attempt - 1), self.max_seconds))
+
+
+def _attempt_of(message: AbstractIncomingMessage) -> int:
+    """Which call of the handler this delivery is: 1 unless the delay queue sent it back."""
+    value = message.headers.get(ATTEMPT_HEADER)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return 1
+
+
 class EventBus:
     def __init__(
         self,
@@ -97,6 +137,11 @@ class EventBus:
 
     def queue_name(self, consumer: str) -> str:
         return f"{self._queue_prefix}.{consumer}"
+
+    def consumer_queues(self, consumer: str) -> tuple[str, str, str]:
+        """Every queue declare_queue() creates for a consumer: its queue, delay queue and dead-letter queue."""
+        name = self.queue_name(consumer)
+        return name, f"{name}.retry", f"{name}.dlq"
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -137,15 +182,22 @@ class EventBus:
     def _queue_arguments(self, name: str) -> dict[str, str]:
         return {"x-dead-letter-exchange": self.dead_letter_exchange, "x-dead-letter-routing-key": name}
 
+    @staticmethod
+    def _retry_queue_arguments(name: str) -> dict[str, str]:
+        # Nothing consumes the delay queue: a message waits out its own TTL, then the broker
+        # dead-letters it through the default exchange straight back into the consumer's queue.
+        return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name}
+
     async def declare_queue(self, consumer: str, routing_keys: Sequence[str]) -> aio_pika.abc.AbstractQueue:
-        """Declare a consumer's durable queue, its bindings and its dead-letter queue."""
+        """Declare a consumer's durable queue, its bindings, its delay queue and its dead-letter queue."""
         if self._connection is None:
             raise RuntimeError("EventBus.connect() was not called")
         channel = await self._connection.channel()
         exchange = await self._declare_exchanges(channel)
-        name = self.queue_name(consumer)
-        dlq = await channel.declare_queue(f"{name}.dlq", durable=True)
+        name, retry_name, dlq_name = self.consumer_queues(consumer)
+        dlq = await channel.declare_queue(dlq_name, durable=True)
         await dlq.bind(self.dead_letter_exchange, routing_key=name)
+        await channel.declare_queue(retry_name, durable=True, arguments=self._retry_queue_arguments(name))
         queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
         for key in routing_keys:
             await queue.bind(exchange, routing_key=key)
@@ -159,30 +211,51 @@ class EventBus:
         handler: EventHandler,
         processed: ProcessedEvents,
         prefetch: int,
+        *,
+        max_attempts: int = 3,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
+        on_give_up: GiveUpHook | None = None,
     ) -> None:
+        """Deliver the consumer's events to `handler`; ack after it returns.
+
+        A handler that raises is called again after retry_base_seconds * 2**(attempt - 1)
+        (at most retry_max_seconds), up to max_attempts calls in all; then, or at once for a
+        PermanentEventError, on_give_up(envelope, reason) runs and the message is dead-lettered.
+        """
         if self._connection is None:
             raise RuntimeError("EventBus.connect() was not called")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         await self.declare_queue(consumer, routing_keys)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         # Declared (not merely looked up) on the consuming channel: after a broker restart the
-        # robust channel re-declares it and resumes consuming; a looked-up queue stays silent.
-        name = self.queue_name(consumer)
+        # robust channel re-declares them and resumes consuming; a looked-up queue stays silent.
+        name, retry_name, _ = self.consumer_queues(consumer)
+        await channel.declare_queue(retry_name, durable=True, arguments=self._retry_queue_arguments(name))
         queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
+        policy = _RetryPolicy(retry_name, max_attempts, retry_base_seconds, retry_max_seconds, on_give_up)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             # Shielded and tracked, so that a shutdown lets the message in hand finish.
-            task = asyncio.ensure_future(self._handle(message, handler, processed))
+            task = asyncio.ensure_future(self._handle(message, handler, processed, policy))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
             await asyncio.shield(task)
 
         tag = await queue.consume(on_message, no_ack=False)
         self._consumers.append((queue, tag))
-        log.info("consuming", queue=queue.name, routing_keys=list(routing_keys), prefetch=prefetch)
+        log.info(
+            "consuming", queue=queue.name, routing_keys=list(routing_keys), prefetch=prefetch, max_attempts=max_attempts
+        )
 
     async def _handle(
-        self, message: AbstractIncomingMessage, handler: EventHandler, processed: ProcessedEvents
+        self,
+        message: AbstractIncomingMessage,
+        handler: EventHandler,
+        processed: ProcessedEvents,
+        policy: _RetryPolicy,
     ) -> None:
         try:
             envelope = events_pb2.Envelope.FromString(message.body)
@@ -190,31 +263,106 @@ class EventBus:
             log.error("event_undecodable", message_id=message.message_id, exc_info=True)
             await message.reject(requeue=False)
             return
+        attempt = _attempt_of(message)
         token = otel_context.attach(context_from_traceparent(envelope.traceparent))
         try:
             with tracer.start_as_current_span(f"consume {envelope.type}"):
-                if await processed.seen(envelope.event_id):
-                    log.info("event_duplicate_skipped", event_type=envelope.type, event_id=envelope.event_id)
+                try:
+                    if await processed.seen(envelope.event_id):
+                        log.info("event_duplicate_skipped", event_type=envelope.type, event_id=envelope.event_id)
+                    else:
+                        await handler(envelope)
+                        await processed.mark(envelope.event_id)
+                except PermanentEventError as error:
+                    log.error(
+                        "event_failed_permanently",
+                        event_type=envelope.type,
+                        event_id=envelope.event_id,
+                        reason=str(error),
+                    )
+                    await self._give_up(message, envelope, attempt, f"permanent: {error}", policy)
+                except Exception as error:
+                    # Also when the record of handled ids is unreachable: handlers are
+                    # idempotent, so running one again is safe.
+                    log.error(
+                        "event_handler_failed",
+                        event_type=envelope.type,
+                        event_id=envelope.event_id,
+                        attempt=attempt,
+                        max_attempts=policy.max_attempts,
+                        exc_info=True,
+                    )
+                    if attempt < policy.max_attempts:
+                        await self._retry_later(message, envelope, attempt + 1, policy.delay_after(attempt), policy)
+                    else:
+                        reason = f"retries_exhausted: {type(error).__name__}"
+                        await self._give_up(message, envelope, attempt, reason, policy)
+                else:
                     await message.ack()
-                    return
-                await handler(envelope)
-                await processed.mark(envelope.event_id)
-                await message.ack()
-        except PermanentEventError as error:
-            log.error("event_dead_lettered", event_type=envelope.type, event_id=envelope.event_id, reason=str(error))
-            await message.reject(requeue=False)
-        except Exception:
-            # Redelivered once; a second failure dead-letters it so it cannot block the queue.
-            log.error(
-                "event_handler_failed",
-                event_type=envelope.type,
-                event_id=envelope.event_id,
-                redelivered=message.redelivered,
-                exc_info=True,
-            )
-            await message.reject(requeue=not message.redelivered)
         finally:
             otel_context.detach(token)
+
+    async def _retry_later(
+        self,
+        message: AbstractIncomingMessage,
+        envelope: events_pb2.Envelope,
+        next_attempt: int,
+        delay: float,
+        policy: _RetryPolicy,
+    ) -> None:
+        """Park a copy in the delay queue (confirmed by the broker), then ack the original."""
+        if self._publish_channel is None:
+            raise RuntimeError("EventBus.connect() was not called")
+        headers = dict(message.headers)
+        headers[ATTEMPT_HEADER] = next_attempt
+        retry = aio_pika.Message(
+            body=message.body,
+            content_type=message.content_type,
+            type=message.type,
+            message_id=message.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+            expiration=delay,
+        )
+        try:
+            # Mandatory: should the delay queue be missing, the publish raises instead of the
+            # copy vanishing while the original is acked.
+            await self._publish_channel.default_exchange.publish(retry, routing_key=policy.retry_queue, mandatory=True)
+        except Exception:
+            # The broker did not take the copy: keep the original, back off here, and put it
+            # back in the queue (a closed channel returns it to the queue by itself).
+            log.error("event_retry_publish_failed", event_id=envelope.event_id, exc_info=True)
+            await asyncio.sleep(delay)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        log.info(
+            "event_retry_scheduled",
+            event_type=envelope.type,
+            event_id=envelope.event_id,
+            next_attempt=next_attempt,
+            delay_seconds=delay,
+        )
+
+    async def _give_up(
+        self,
+        message: AbstractIncomingMessage,
+        envelope: events_pb2.Envelope,
+        attempt: int,
+        reason: str,
+        policy: _RetryPolicy,
+    ) -> None:
+        if policy.on_give_up is not None:
+            try:
+                await policy.on_give_up(envelope, reason)
+            except Exception:
+                # Whoever waits on the outcome has not been told: try the whole thing again
+                # later, at the same attempt, instead of dead-lettering silently.
+                log.error("event_give_up_hook_failed", event_id=envelope.event_id, reason=reason, exc_info=True)
+                await self._retry_later(message, envelope, attempt, policy.max_seconds, policy)
+                return
+        log.error("event_dead_lettered", event_type=envelope.type, event_id=envelope.event_id, reason=reason)
+        await message.reject(requeue=False)
 
     async def stop_consuming(self, grace_seconds: float = 30.0) -> None:
         """Stop taking new messages, then let those in hand finish (unacked ones are redelivered)."""

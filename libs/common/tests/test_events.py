@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, cast
 
 import aio_pika
@@ -18,7 +19,14 @@ from opentelemetry import trace
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
-from facerestore_common.events import EventBus, EventHandler, PermanentEventError, ProcessedEvents, new_envelope
+from facerestore_common.events import (
+    EventBus,
+    EventHandler,
+    GiveUpHook,
+    PermanentEventError,
+    ProcessedEvents,
+    new_envelope,
+)
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -57,9 +65,30 @@ class Broker:
     def processed(self, consumer: str) -> ProcessedEvents:
         return ProcessedEvents(self.database["processed_events"], consumer)
 
-    async def consume(self, consumer: str, routing_keys: list[str], handler: EventHandler, prefetch: int = 1) -> str:
+    async def consume(
+        self,
+        consumer: str,
+        routing_keys: list[str],
+        handler: EventHandler,
+        prefetch: int = 1,
+        *,
+        max_attempts: int = 3,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
+        on_give_up: GiveUpHook | None = None,
+    ) -> str:
         self.consumers.append(consumer)
-        await self.bus.consume(consumer, routing_keys, handler, self.processed(consumer), prefetch)
+        await self.bus.consume(
+            consumer,
+            routing_keys,
+            handler,
+            self.processed(consumer),
+            prefetch,
+            max_attempts=max_attempts,
+            retry_base_seconds=retry_base_seconds,
+            retry_max_seconds=retry_max_seconds,
+            on_give_up=on_give_up,
+        )
         return self.bus.queue_name(consumer)
 
     async def ready_count(self, queue: str) -> int:
@@ -101,8 +130,8 @@ async def broker(amqp_url: str, mongo_url: str, unique_name: str) -> AsyncIterat
         await bus.close()
         channel = await inspector.channel()
         for consumer in state.consumers:
-            await channel.queue_delete(bus.queue_name(consumer))
-            await channel.queue_delete(f"{bus.queue_name(consumer)}.dlq")
+            for queue in bus.consumer_queues(consumer):
+                await channel.queue_delete(queue)
         await channel.exchange_delete(exchange)
         await channel.exchange_delete(bus.dead_letter_exchange)
         await inspector.close()
@@ -202,14 +231,25 @@ async def test_processed_event_ids_are_kept_per_consumer(broker: Broker) -> None
     assert not await history.seen("event-2")
 
 
-async def test_permanent_error_dead_letters_the_event_at_once(broker: Broker) -> None:
+class GiveUps:
+    """An on_give_up hook that records what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def __call__(self, envelope: events_pb2.Envelope, reason: str) -> None:
+        self.calls.append((envelope.event_id, reason))
+
+
+async def test_permanent_error_dead_letters_the_event_at_once_and_says_why(broker: Broker) -> None:
     calls: list[str] = []
+    give_ups = GiveUps()
 
     async def handler(envelope: events_pb2.Envelope) -> None:
         calls.append(envelope.event_id)
         raise PermanentEventError("image record is gone")
 
-    queue = await broker.consume("history", ["image.uploaded"], handler)
+    queue = await broker.consume("history", ["image.uploaded"], handler, on_give_up=give_ups)
     envelope = uploaded()
     await broker.bus.publish(envelope)
 
@@ -217,19 +257,144 @@ async def test_permanent_error_dead_letters_the_event_at_once(broker: Broker) ->
 
     assert events_pb2.Envelope.FromString(dead.body) == envelope
     assert calls == [envelope.event_id]
+    assert give_ups.calls == [(envelope.event_id, "permanent: image record is gone")]
     (death,) = cast(list[dict[str, Any]], dead.headers["x-death"])
     assert (death["reason"], death["queue"], death["count"]) == ("rejected", queue, 1)
     assert not await broker.processed("history").seen(envelope.event_id)
+    assert await broker.ready_count(f"{queue}.retry") == 0
 
 
-async def test_failing_handler_gets_one_redelivery_then_the_event_is_dead_lettered(broker: Broker) -> None:
+async def test_always_failing_handler_is_retried_with_growing_delays_then_dead_lettered_with_a_reason(
+    broker: Broker,
+) -> None:
+    call_times: list[float] = []
+    give_ups = GiveUps()
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        call_times.append(time.monotonic())
+        raise ConnectionError("storage is down")
+
+    # Delays 0.2 s, 0.4 s, then 0.4 s again where doubling would give 0.8 s.
+    queue = await broker.consume(
+        "history",
+        ["image.uploaded"],
+        handler,
+        max_attempts=4,
+        retry_base_seconds=0.2,
+        retry_max_seconds=0.4,
+        on_give_up=give_ups,
+    )
+    envelope = uploaded()
+    await broker.bus.publish(envelope)
+
+    dead = await broker.take(f"{queue}.dlq")
+    await broker.bus.close()
+
+    assert len(call_times) == 4
+    first, second, third = (later - earlier for earlier, later in pairwise(call_times))
+    assert first >= 0.2
+    assert second >= 0.4
+    assert second > first
+    assert 0.4 <= third < 0.8
+    assert give_ups.calls == [(envelope.event_id, "retries_exhausted: ConnectionError")]
+    assert events_pb2.Envelope.FromString(dead.body) == envelope
+    assert dead.message_id == envelope.event_id
+    assert dead.headers["x-attempt"] == 4
+    assert dead.headers["traceparent"] == TRACEPARENT
+    deaths = {(death["queue"], death["reason"]) for death in cast(list[dict[str, Any]], dead.headers["x-death"])}
+    assert deaths == {(f"{queue}.retry", "expired"), (queue, "rejected")}
+    for leftover in (queue, f"{queue}.retry", f"{queue}.dlq"):
+        assert await broker.ready_count(leftover) == 0, leftover
+    assert not await broker.processed("history").seen(envelope.event_id)
+
+
+async def test_handler_failing_once_is_retried_for_its_own_consumer_only_and_the_event_is_handled_once(
+    broker: Broker,
+) -> None:
+    history_calls: list[str] = []
+    history_done: list[str] = []
+    audit_calls: list[str] = []
+    done = asyncio.Event()
+    give_ups = GiveUps()
+
+    async def flaky(envelope: events_pb2.Envelope) -> None:
+        history_calls.append(envelope.event_id)
+        if len(history_calls) == 1:
+            raise TimeoutError("database timed out")
+        history_done.append(envelope.event_id)
+        done.set()
+
+    async def audit(envelope: events_pb2.Envelope) -> None:
+        audit_calls.append(envelope.event_id)
+
+    queue = await broker.consume("history", ["image.uploaded"], flaky, retry_base_seconds=0.2, on_give_up=give_ups)
+    audit_queue = await broker.consume("audit", ["image.uploaded"], audit)
+    envelope = uploaded()
+    await broker.bus.publish(envelope)
+    await asyncio.wait_for(done.wait(), WAIT_SECONDS)
+    await asyncio.sleep(0.5)  # time enough for a stray copy to reach the audit consumer
+    await broker.bus.close()
+
+    assert history_calls == [envelope.event_id, envelope.event_id]
+    assert history_done == [envelope.event_id]
+    assert audit_calls == [envelope.event_id]  # the retry went to the failing consumer's queue only
+    assert give_ups.calls == []
+    assert await broker.processed("history").seen(envelope.event_id)
+    for leftover in (queue, f"{queue}.retry", f"{queue}.dlq", audit_queue, f"{audit_queue}.dlq"):
+        assert await broker.ready_count(leftover) == 0, leftover
+
+
+async def test_poison_message_waits_in_the_delay_queue_while_the_next_event_is_handled(broker: Broker) -> None:
+    poison_calls: list[float] = []
+    handled: list[str] = []
+    good_done = asyncio.Event()
+    poison = uploaded("img-poison")
+    good = uploaded("img-good")
+
+    async def handler(envelope: events_pb2.Envelope) -> None:
+        if envelope.event_id == poison.event_id:
+            poison_calls.append(time.monotonic())
+            raise ValueError("cannot handle this one")
+        handled.append(envelope.event_id)
+        good_done.set()
+
+    # Prefetch 1 and a long backoff: had the poison message stayed in the queue (or in hand),
+    # the good event behind it would wait the whole backoff.
+    queue = await broker.consume("history", ["image.uploaded"], handler, prefetch=1, retry_base_seconds=30.0)
+    await broker.bus.publish(poison)
+    await broker.bus.publish(good)
+    started = time.monotonic()
+    await asyncio.wait_for(good_done.wait(), WAIT_SECONDS)
+    handled_after = time.monotonic() - started
+    await broker.bus.close()
+
+    assert handled == [good.event_id]
+    assert handled_after < 5.0
+    assert len(poison_calls) == 1
+    assert await broker.ready_count(queue) == 0
+    assert await broker.ready_count(f"{queue}.dlq") == 0
+    waiting = await broker.take(f"{queue}.retry")
+    assert events_pb2.Envelope.FromString(waiting.body).event_id == poison.event_id
+    assert waiting.headers["x-attempt"] == 2
+    assert waiting.expiration == 30.0
+
+
+async def test_a_failing_give_up_hook_is_tried_again_later_instead_of_dead_lettering_silently(broker: Broker) -> None:
     calls: list[str] = []
+    hook_calls: list[str] = []
 
     async def handler(envelope: events_pb2.Envelope) -> None:
         calls.append(envelope.event_id)
-        raise RuntimeError("storage is down")
+        raise RuntimeError("always")
 
-    queue = await broker.consume("history", ["image.uploaded"], handler)
+    async def flaky_hook(envelope: events_pb2.Envelope, reason: str) -> None:
+        hook_calls.append(reason)
+        if len(hook_calls) == 1:
+            raise ConnectionError("broker hiccup while telling the user")
+
+    queue = await broker.consume(
+        "history", ["image.uploaded"], handler, max_attempts=1, retry_max_seconds=0.2, on_give_up=flaky_hook
+    )
     envelope = uploaded()
     await broker.bus.publish(envelope)
 
@@ -238,8 +403,8 @@ async def test_failing_handler_gets_one_redelivery_then_the_event_is_dead_letter
 
     assert events_pb2.Envelope.FromString(dead.body).event_id == envelope.event_id
     assert calls == [envelope.event_id, envelope.event_id]
-    assert await broker.ready_count(queue) == 0
-    assert not await broker.processed("history").seen(envelope.event_id)
+    assert hook_calls == ["retries_exhausted: RuntimeError", "retries_exhausted: RuntimeError"]
+    assert await broker.ready_count(f"{queue}.retry") == 0
 
 
 async def test_undecodable_message_is_dead_lettered_without_calling_the_handler(broker: Broker) -> None:
@@ -330,8 +495,8 @@ async def test_declared_topology_keeps_events_published_before_the_consumer_star
             message = await queue.get(timeout=WAIT_SECONDS)
             await message.ack()
             assert events_pb2.Envelope.FromString(message.body).event_id == envelope.event_id
-            await channel.queue_delete(bus.queue_name("worker"))
-            await channel.queue_delete(bus.queue_name("worker") + ".dlq")
+            for name in bus.consumer_queues("worker"):
+                await channel.queue_delete(name)
             # With its consumer's queue gone, an event the topology requires is refused loudly...
             with pytest.raises(aio_pika.exceptions.DeliveryError):
                 await bus.publish(uploaded("lost"))
