@@ -14,6 +14,8 @@ from facerestore_common.logging import configure_logging, get_logger
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
+from inference_service.models import choose_analyzer, choose_restorer
+from inference_service.pipeline import RestorationPipeline
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.settings import Settings
 from inference_service.worker import RestorationWorker
@@ -33,18 +35,28 @@ async def work(settings: Settings) -> None:
         topology=CONSUMER_BINDINGS,
     )
     await bus.connect()
-    restorer = ClassicalRestorer()
-    worker = RestorationWorker(blobs, bus, restorer, settings.thumbnail_max_side, settings.output_jpeg_quality)
+    restorer, restorer_choice = choose_restorer(settings)
+    analyzer, analyzer_choice = choose_analyzer(settings)
+    log.info("restorer_chosen", restorer=restorer_choice.name, model=restorer.model_id, why=restorer_choice.reason)
+    log.info("face_analyzer_chosen", analyzer=analyzer_choice.name, model=analyzer.model_id, why=analyzer_choice.reason)
+    pipeline = RestorationPipeline(
+        restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
+    )
+    worker = RestorationWorker(blobs, bus, pipeline)
     await bus.consume(
         "inference",
         CONSUMER_BINDINGS["inference"],
         worker,
         ProcessedEvents(database["processed_events"], "inference"),
         settings.consumer_prefetch,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+        on_give_up=worker.give_up,
     )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    log.info("inference_ready", restorer=restorer.name)
+    log.info("inference_ready", restorer=restorer.name, analyzer=analyzer.model_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

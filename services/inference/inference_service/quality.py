@@ -1,19 +1,10 @@
-"""Image measurements used to report on a restoration: sharpness, PSNR, SSIM, face count,
-and the thumbnail shown beside the result."""
+"""Image measurements used to report on a restoration: sharpness, PSNR, SSIM, and the
+thumbnail shown beside the result. (Faces are found by the face analysers.)"""
 
 from __future__ import annotations
 
-import threading
-
 import cv2
 import numpy as np
-
-_FACE_CASCADE_FILE = "haarcascade_frontalface_default.xml"
-_face_cascade: cv2.CascadeClassifier | None = None
-_face_cascade_lock = threading.Lock()
-# detectMultiScale keeps per-call buffers inside the classifier, so one instance must not
-# run in two threads at once; it already parallelises internally.
-_face_detect_lock = threading.Lock()
 
 
 def _grey(image_bgr: np.ndarray) -> np.ndarray:
@@ -78,35 +69,3 @@ def make_thumbnail(image_bgr: np.ndarray, max_side: int = 256) -> np.ndarray:
     already fits comes back as a copy at its own size."""
     thumbnail = _fit(image_bgr, max_side)
     return thumbnail.copy() if thumbnail is image_bgr else thumbnail
-
-
-def _cascade() -> cv2.CascadeClassifier:
-    global _face_cascade
-    if _face_cascade is None:
-        with _face_cascade_lock:
-            if _face_cascade is None:
-                if not hasattr(cv2, "CascadeClassifier"):
-                    # The opencv-python-headless 5.0 wheel ships neither the class nor the files.
-                    raise RuntimeError(
-                        f"OpenCV {cv2.__version__} has no CascadeClassifier; "
-                        "face counting needs opencv-python-headless 4.x"
-                    )
-                cascade_dir: str = cv2.data.haarcascades  # type: ignore[attr-defined]  # not in the stubs
-                cascade = cv2.CascadeClassifier(cascade_dir + _FACE_CASCADE_FILE)
-                if cascade.empty():
-                    raise RuntimeError(f"could not load {_FACE_CASCADE_FILE}")
-                _face_cascade = cascade
-    return _face_cascade
-
-
-def count_faces(image_bgr: np.ndarray, detect_side: int = 640) -> int:
-    """Frontal faces found by OpenCV's bundled Haar cascade.
-
-    Detection runs on a copy scaled down to detect_side, which keeps large uploads fast
-    and makes the count depend less on the upload's resolution."""
-    small = _fit(image_bgr, detect_side)
-    grey = cv2.equalizeHist(_grey(small))
-    cascade = _cascade()
-    with _face_detect_lock:
-        faces = cascade.detectMultiScale(grey, scaleFactor=1.05, minNeighbors=5, minSize=(24, 24))
-    return len(faces)

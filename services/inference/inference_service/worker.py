@@ -4,22 +4,27 @@ from the image id (so a redelivery overwrites, never duplicates), and publishes 
 from __future__ import annotations
 
 import asyncio
-from functools import partial
+import time
 
 from prometheus_client import Counter, Histogram
 
 from facerestore.events.v1 import events_pb2
-from facerestore_common.events import EventBus, new_envelope
+from facerestore_common.events import EventBus, derived_event_id, new_envelope
 from facerestore_common.logging import get_logger
 from facerestore_common.storage import BlobNotFound, BlobStore
-from inference_service.pipeline import RestorationResult, UndecodableImage, restore_image
-from inference_service.restoration.base import Restorer
+from inference_service.pipeline import RestorationPipeline, RestorationResult, UndecodableImage
 
 log = get_logger(__name__)
 
 RESULTS = Counter("inference_results_total", "Restoration outcomes", ["backend", "outcome"])
 DURATION = Histogram("inference_restore_seconds", "Time to restore one image", ["backend"])
+STAGES = Histogram("inference_stage_seconds", "Time per pipeline stage", ["stage", "backend"])
 FACES = Histogram("inference_faces_per_image", "Faces found per image", buckets=(0, 1, 2, 3, 5, 8, 13, 21))
+QUEUE_LAG = Histogram(
+    "inference_queue_lag_seconds",
+    "From the upload's event to the start of its restoration",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+)
 
 
 def result_keys(image_id: str) -> tuple[str, str, str]:
@@ -30,21 +35,51 @@ def result_keys(image_id: str) -> tuple[str, str, str]:
     )
 
 
+def restored_event(event: events_pb2.ImageUploaded, result: RestorationResult) -> events_pb2.ImageRestored:
+    restored_key, original_thumb_key, restored_thumb_key = result_keys(event.image_id)
+    return events_pb2.ImageRestored(
+        image_id=event.image_id,
+        user_id=event.user_id,
+        restored_key=restored_key,
+        original_thumbnail_key=original_thumb_key,
+        restored_thumbnail_key=restored_thumb_key,
+        faces=len(result.faces),
+        backend=result.backend,
+        sharpness_before=result.sharpness_before,
+        sharpness_after=result.sharpness_after,
+        duration_ms=result.duration_ms,
+        restorer_model=result.restorer_model,
+        analyzer_model=result.analyzer_model,
+        face_details=[
+            events_pb2.RestoredFace(
+                box=list(face.face.box),
+                detection_score=face.face.score,
+                landmarks=face.face.landmarks.reshape(-1).tolist(),
+                embedding=face.face.embedding.tolist(),
+                identity_similarity=face.identity_similarity,
+                sharpness_gain=face.sharpness_gain,
+            )
+            for face in result.faces
+        ],
+        identity_min=result.identity_min,
+        identity_mean=result.identity_mean,
+        stage_ms=result.stage_ms,
+        warnings=result.warnings,
+    )
+
+
 class RestorationWorker:
-    def __init__(
-        self, blobs: BlobStore, bus: EventBus, restorer: Restorer, thumbnail_max_side: int, jpeg_quality: int
-    ) -> None:
+    def __init__(self, blobs: BlobStore, bus: EventBus, pipeline: RestorationPipeline) -> None:
         self._blobs = blobs
         self._bus = bus
-        self._restorer = restorer
-        self._thumbnail_max_side = thumbnail_max_side
-        self._jpeg_quality = jpeg_quality
+        self._pipeline = pipeline
 
     async def __call__(self, envelope: events_pb2.Envelope) -> None:
         if envelope.WhichOneof("payload") != "image_uploaded":
             log.info("event_ignored", event_type=envelope.type)
             return
         event = envelope.image_uploaded
+        QUEUE_LAG.observe(max(0.0, time.time() - envelope.occurred_at.ToMilliseconds() / 1000))
         await self._bus.publish(
             new_envelope(
                 "inference",
@@ -54,49 +89,53 @@ class RestorationWorker:
         try:
             content = await self._blobs.get(event.original_key)
         except BlobNotFound:
-            await self._fail(event, "original_missing", "the original is no longer in storage")
+            await self._fail(envelope, "original_missing", "the original is no longer in storage")
             return
         try:
-            result = await asyncio.to_thread(
-                partial(restore_image, content, self._restorer, self._thumbnail_max_side, self._jpeg_quality)
-            )
+            result = await asyncio.to_thread(self._pipeline.run, content)
         except UndecodableImage as error:
-            await self._fail(event, "undecodable", str(error))
+            await self._fail(envelope, "undecodable", str(error))
             return
         except Exception:
             # A fault in the computation itself would fail the same way on every retry.
             log.error("restoration_crashed", image_id=event.image_id, exc_info=True)
-            await self._fail(event, "restoration_error", "the restoration failed")
+            await self._fail(envelope, "restoration_error", "the restoration failed")
             return
+        # Results first, then the event: a crash in between means a redelivery that
+        # overwrites the same keys and publishes the same outcome, never a second result.
         await self._store(event.image_id, result)
-        restored_key, original_thumb_key, restored_thumb_key = result_keys(event.image_id)
-        await self._bus.publish(
-            new_envelope(
-                "inference",
-                image_restored=events_pb2.ImageRestored(
-                    image_id=event.image_id,
-                    user_id=event.user_id,
-                    restored_key=restored_key,
-                    original_thumbnail_key=original_thumb_key,
-                    restored_thumbnail_key=restored_thumb_key,
-                    faces=result.faces,
-                    backend=result.backend,
-                    sharpness_before=result.sharpness_before,
-                    sharpness_after=result.sharpness_after,
-                    duration_ms=result.duration_ms,
-                ),
-            )
-        )
+        outcome = new_envelope("inference", image_restored=restored_event(event, result))
+        outcome.event_id = derived_event_id(envelope.event_id, "outcome")
+        await self._bus.publish(outcome)
         RESULTS.labels(result.backend, "done").inc()
         DURATION.labels(result.backend).observe(result.duration_ms / 1000)
-        FACES.observe(result.faces)
+        for stage, ms in result.stage_ms.items():
+            STAGES.labels(stage, result.backend).observe(ms / 1000)
+        FACES.observe(len(result.faces))
         log.info(
             "image_restored",
             image_id=event.image_id,
-            faces=result.faces,
+            faces=len(result.faces),
+            identity_min=round(result.identity_min, 3),
             duration_ms=round(result.duration_ms, 1),
             backend=result.backend,
+            warnings=result.warnings,
         )
+
+    async def give_up(self, envelope: events_pb2.Envelope, reason: str) -> None:
+        """The bus's on_give_up hook: a message about to be dead-lettered still ends as image.failed.
+
+        `reason` comes from the bus, e.g. "retries_exhausted: S3Error" after transient storage or
+        broker errors outlasted every retry, or "permanent: ..."."""
+        if envelope.WhichOneof("payload") != "image_uploaded":
+            return
+        kind = reason.partition(":")[0]
+        detail = (
+            "storage or messaging kept failing; the restoration was given up after several tries"
+            if kind == "retries_exhausted"
+            else "the restoration could not be completed"
+        )
+        await self._fail(envelope, reason, detail)
 
     async def _store(self, image_id: str, result: RestorationResult) -> None:
         restored_key, original_thumb_key, restored_thumb_key = result_keys(image_id)
@@ -104,14 +143,15 @@ class RestorationWorker:
         await self._blobs.put(original_thumb_key, result.original_thumbnail_jpeg, "image/jpeg")
         await self._blobs.put(restored_thumb_key, result.restored_thumbnail_jpeg, "image/jpeg")
 
-    async def _fail(self, event: events_pb2.ImageUploaded, reason: str, detail: str) -> None:
-        await self._bus.publish(
-            new_envelope(
-                "inference",
-                image_failed=events_pb2.ImageFailed(
-                    image_id=event.image_id, user_id=event.user_id, reason=reason, detail=detail
-                ),
-            )
+    async def _fail(self, source: events_pb2.Envelope, reason: str, detail: str) -> None:
+        event = source.image_uploaded
+        failed = new_envelope(
+            "inference",
+            image_failed=events_pb2.ImageFailed(
+                image_id=event.image_id, user_id=event.user_id, reason=reason, detail=detail
+            ),
         )
-        RESULTS.labels(self._restorer.name, "failed").inc()
+        failed.event_id = derived_event_id(source.event_id, "outcome")
+        await self._bus.publish(failed)
+        RESULTS.labels(self._pipeline.restorer.name, "failed").inc()
         log.warning("image_failed", image_id=event.image_id, reason=reason)

@@ -6,14 +6,13 @@ it is located, never imported."""
 from __future__ import annotations
 
 import importlib.util
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from inference_service.quality import count_faces, make_thumbnail, psnr, sharpness, ssim
+from inference_service.quality import make_thumbnail, psnr, sharpness, ssim
 from inference_service.restoration.base import Restorer
 from inference_service.restoration.classical import ClassicalRestorer
 
@@ -116,28 +115,6 @@ def test_restore_leaves_a_flat_image_flat() -> None:
 def test_restore_rejects_what_is_not_bgr_uint8(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         ClassicalRestorer().restore(bad)
-
-
-def test_count_faces_on_the_group_photo(images_dir: Path) -> None:
-    # Six people; the cascade finds five of them and one hand (6 in all) at the time of
-    # writing: a miss or a false hit either way is tolerated, no more.
-    assert 5 <= count_faces(load(images_dir, "t1.jpg")) <= 7
-
-
-def test_count_faces_from_several_threads_agrees(images_dir: Path) -> None:
-    image = load(images_dir, "t1.jpg")
-    expected = count_faces(image)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        counts = list(pool.map(count_faces, [image] * 3))
-    assert counts == [expected] * 3
-
-
-def test_count_faces_on_a_single_face(images_dir: Path) -> None:
-    assert count_faces(load(images_dir, "Tom_Hanks_54745.png")) == 1
-
-
-def test_count_faces_on_a_flat_image() -> None:
-    assert count_faces(np.full((480, 640, 3), 128, np.uint8)) == 0
 
 
 def test_thumbnail_keeps_the_aspect_ratio(images_dir: Path) -> None:

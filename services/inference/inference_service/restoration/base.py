@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -10,10 +11,26 @@ import numpy as np
 @runtime_checkable
 class Restorer(Protocol):
     name: str
+    model_id: str
+    """Names the exact weights (or algorithm version) that produced a result."""
 
     def restore(self, image_bgr: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 BGR in, uint8 HxWx3 BGR out, same size."""
         ...
+
+    def restore_faces(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+        """Aligned 512x512 uint8 BGR face crops in, restored crops of the same shape out,
+        in the same order."""
+        ...
+
+
+class WeightsMissing(FileNotFoundError):
+    """A restorer's weights file is not on disk; nothing is downloaded in its place."""
+
+    def __init__(self, path: Path, hint: str = "") -> None:
+        self.path = path
+        message = f"restoration weights missing: {path}"
+        super().__init__(f"{message} ({hint})" if hint else message)
 
 
 def check_bgr(image_bgr: np.ndarray) -> None:

@@ -28,6 +28,7 @@ def estimate_noise(image_bgr: np.ndarray, block: int = 8, percentile: float = 25
 
 class ClassicalRestorer:
     name = "classical"
+    model_id = "classical-opencv-v1"
 
     def __init__(
         self,
@@ -82,6 +83,9 @@ class ClassicalRestorer:
         lightness = self._sharpen(lightness)
         lab[..., 0] = np.clip(lightness + 0.5, 0, 255).astype(np.uint8)
         return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+    def restore_faces(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.restore(face) for face in faces]
 
     def contrast_strength(self, lightness_u8: np.ndarray) -> float:
         """How much of the CLAHE result to blend in: none for a photo whose lightness

