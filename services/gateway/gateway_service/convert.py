@@ -46,9 +46,16 @@ def image_fields(image: history_pb2.Image, request: Request) -> dict[str, object
         "faces": image.faces if done else None,
         "quality": QualityOut(
             backend=image.quality.backend,
+            restorer_model=image.quality.restorer_model,
+            analyzer_model=image.quality.analyzer_model,
             sharpness_before=image.quality.sharpness_before,
             sharpness_after=image.quality.sharpness_after,
             sharpness_gain=image.quality.sharpness_gain,
+            identity_min=image.quality.identity_min,
+            identity_mean=image.quality.identity_mean,
+            face_detection_scores=list(image.quality.face_detection_scores),
+            stage_ms=dict(image.quality.stage_ms),
+            warnings=list(image.quality.warnings),
             duration_ms=image.quality.duration_ms,
         )
         if image.HasField("quality")

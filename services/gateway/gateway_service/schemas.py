@@ -79,9 +79,16 @@ class BanRequest(BaseModel):
 
 class QualityOut(BaseModel):
     backend: str
-    sharpness_before: float
+    restorer_model: str = Field(default="", description="The weights (or method) that restored the faces")
+    analyzer_model: str = Field(default="", description="The model that found and embedded the faces")
+    sharpness_before: float = Field(description="Variance of the Laplacian of the original")
     sharpness_after: float
     sharpness_gain: float
+    identity_min: float = Field(default=0.0, description="Lowest cosine similarity of a face before and after")
+    identity_mean: float = 0.0
+    face_detection_scores: list[float] = []
+    stage_ms: dict[str, float] = Field(default={}, description="Milliseconds per pipeline stage")
+    warnings: list[str] = Field(default=[], description='E.g. "no-face-found": the whole image was enhanced')
     duration_ms: float
 
 

@@ -14,6 +14,7 @@ class HistoryProjector:
     def __init__(self, history: History) -> None:
         self._history = history
         self._items = history.items
+        self._faces = history.faces
 
     async def __call__(self, envelope: events_pb2.Envelope) -> None:
         kind = envelope.WhichOneof("payload")
@@ -63,9 +64,18 @@ class HistoryProjector:
                 "sharpness_after": event.sharpness_after,
                 "sharpness_gain": event.sharpness_after / event.sharpness_before if event.sharpness_before else 0.0,
                 "duration_ms": event.duration_ms,
+                "restorer_model": event.restorer_model,
+                "analyzer_model": event.analyzer_model,
+                "identity_min": event.identity_min,
+                "identity_mean": event.identity_mean,
+                "stage_ms": dict(event.stage_ms),
+                "warnings": list(event.warnings),
+                "face_detection_scores": [face.detection_score for face in event.face_details],
             },
         }
         item = await self._items.advance(event.image_id, event.user_id, "done", fields)
+        if item is not None and self._faces is not None:
+            await self._faces.replace(event.image_id, event.user_id, event.analyzer_model, event.face_details)
         if item is None:
             # The image was deleted while it was being restored: its results must not outlive it.
             keys = [event.restored_key, event.original_thumbnail_key, event.restored_thumbnail_key]

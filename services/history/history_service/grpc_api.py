@@ -47,6 +47,13 @@ class HistoryApi(history_pb2_grpc.HistoryServiceServicer):
                 sharpness_gain=quality.get("sharpness_gain", 0.0),
                 backend=quality.get("backend", ""),
                 duration_ms=quality.get("duration_ms", 0.0),
+                restorer_model=quality.get("restorer_model", ""),
+                analyzer_model=quality.get("analyzer_model", ""),
+                identity_min=quality.get("identity_min", 0.0),
+                identity_mean=quality.get("identity_mean", 0.0),
+                stage_ms=quality.get("stage_ms", {}),
+                warnings=quality.get("warnings", []),
+                face_detection_scores=quality.get("face_detection_scores", []),
             )
             if quality
             else None,

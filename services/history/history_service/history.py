@@ -10,14 +10,23 @@ from facerestore_common.events import EventBus, new_envelope
 from facerestore_common.logging import get_logger
 from facerestore_common.storage import BlobNotFound, BlobStore
 from history_service.downloads import DownloadTokens
+from history_service.faces import FaceRepository
 from history_service.items import Item, ItemRepository
 
 log = get_logger(__name__)
 
 
 class History:
-    def __init__(self, items: ItemRepository, blobs: BlobStore, bus: EventBus, downloads: DownloadTokens) -> None:
+    def __init__(
+        self,
+        items: ItemRepository,
+        blobs: BlobStore,
+        bus: EventBus,
+        downloads: DownloadTokens,
+        faces: FaceRepository | None = None,
+    ) -> None:
         self.items = items
+        self.faces = faces
         self._blobs = blobs
         self._bus = bus
         self.downloads = downloads
@@ -38,6 +47,8 @@ class History:
         if deleted is None:
             raise NotFound("no such image", reason="not-found")
         await self.remove_blobs(deleted.blob_keys())
+        if self.faces is not None:
+            await self.faces.delete_image(image_id)
         await self._bus.publish(
             new_envelope(
                 "history",

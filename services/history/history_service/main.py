@@ -15,6 +15,7 @@ from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
 from history_service.consumer import HistoryProjector
 from history_service.downloads import DownloadTokens
+from history_service.faces import FaceRepository
 from history_service.grpc_api import ACCESS_POLICY, HistoryApi
 from history_service.history import History
 from history_service.items import ItemRepository
@@ -35,11 +36,14 @@ async def serve(settings: Settings) -> None:
         topology=CONSUMER_BINDINGS,
     )
     await bus.connect()
+    faces = FaceRepository(database)
+    await faces.create_indexes()
     history = History(
         items,
         blobs,
         bus,
         DownloadTokens(settings.download_token_secret.get_secret_value(), settings.download_token_ttl_seconds),
+        faces=faces,
     )
     await bus.consume(
         "history",

@@ -20,6 +20,7 @@ from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
 from history_service.downloads import DownloadTokens
+from history_service.faces import FaceRepository
 from history_service.history import History
 from history_service.items import ItemRepository
 
@@ -57,7 +58,7 @@ async def bus(amqp_url: str, unique_name: str) -> AsyncIterator[EventBus]:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (event_bus.queue_name("probe"), f"{event_bus.queue_name('probe')}.dlq"):
+        for queue in event_bus.consumer_queues("probe"):
             await channel.queue_delete(queue)
         for exchange in (f"{unique_name}.events", event_bus.dead_letter_exchange):
             await channel.exchange_delete(exchange)
@@ -74,8 +75,17 @@ def downloads(download_secret: str) -> DownloadTokens:
 
 
 @pytest.fixture
-def history(items: ItemRepository, blobs: BlobStore, bus: EventBus, downloads: DownloadTokens) -> History:
-    return History(items, blobs, bus, downloads)
+async def faces(database: AsyncIOMotorDatabase) -> FaceRepository:
+    repository = FaceRepository(database)
+    await repository.create_indexes()
+    return repository
+
+
+@pytest.fixture
+def history(
+    items: ItemRepository, blobs: BlobStore, bus: EventBus, downloads: DownloadTokens, faces: FaceRepository
+) -> History:
+    return History(items, blobs, bus, downloads, faces=faces)
 
 
 @pytest.fixture

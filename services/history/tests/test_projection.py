@@ -10,6 +10,7 @@ import pytest
 from facerestore_common.errors import NotFound
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
+from history_service.faces import FaceRepository
 from history_service.history import History
 from history_service.items import ItemRepository, sort_key
 
@@ -69,13 +70,13 @@ async def test_restored_event_marks_the_item_done_with_quality_and_result_keys(
     assert item.restored_key == f"restored/{USER}/{IMAGE}.png"
     assert item.original_thumbnail_key == f"thumbnails/{USER}/{IMAGE}.original.jpg"
     assert item.restored_thumbnail_key == f"thumbnails/{USER}/{IMAGE}.restored.jpg"
-    assert item.quality == {
+    assert {key: item.quality[key] for key in ("backend", "sharpness_before", "sharpness_after", "duration_ms")} == {
         "backend": "classical",
         "sharpness_before": 40.0,
         "sharpness_after": 100.0,
-        "sharpness_gain": pytest.approx(2.5),
         "duration_ms": 321.5,
     }
+    assert item.quality["sharpness_gain"] == pytest.approx(2.5)
     # The upload's facts survive the result.
     assert item.original_key == f"originals/{USER}/{IMAGE}.jpg"
 
@@ -237,3 +238,30 @@ async def test_a_late_upload_event_does_not_bring_a_deleted_image_back(
     assert await items.get(IMAGE) is None
     listed, _ = await items.list(10, "", USER)
     assert listed == []
+
+
+async def test_restored_faces_are_indexed_with_their_model_and_removed_with_the_image(
+    project: HistoryProjector, history: History, faces: FaceRepository, events: SimpleNamespace
+) -> None:
+    await project(events.uploaded(IMAGE, USER))
+    restored = events.restored(IMAGE, USER, faces=2)
+    restored.image_restored.analyzer_model = "dlib-resnet-v1"
+    restored.image_restored.identity_min = 0.91
+    for index in range(2):
+        restored.image_restored.face_details.add(
+            box=[10 * index, 0, 10 * index + 50, 60],
+            detection_score=0.9,
+            embedding=[0.6, 0.8],
+            identity_similarity=0.95,
+        )
+    await project(restored)
+    await project(restored)  # redelivered: still two faces, not four
+
+    stored = await faces.of_image(IMAGE)
+    assert [face["model"] for face in stored] == ["dlib-resnet-v1", "dlib-resnet-v1"]
+    assert stored[1]["box"] == [10, 0, 60, 60] and stored[0]["embedding"] == pytest.approx([0.6, 0.8])
+    item = await history.items.get(IMAGE)
+    assert item is not None and item.quality["identity_min"] == pytest.approx(0.91)
+
+    await history.delete(IMAGE, owner_id=USER, deleted_by="user")
+    assert await faces.of_image(IMAGE) == []
