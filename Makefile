@@ -11,13 +11,14 @@ GEN_DIR := libs/common
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help setup proto lint lint-checks test run brokers clean
+.PHONY: help setup proto lint lint-checks test run brokers bench clean
 
 help:
 	@echo "make run    start the whole platform on this machine (gateway on http://127.0.0.1:8080)"
 	@echo "make test   set up from nothing and run every test"
 	@echo "make lint   ruff, mypy, buf lint, hadolint"
 	@echo "make proto  regenerate the gRPC and event stubs from proto/"
+	@echo "make bench  restoration throughput per backend on this machine"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,9 @@ lint-checks:
 
 run: setup brokers
 	$(BIN)/python deploy/local/stack.py
+
+bench: setup
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) .tools $(GEN_DIR)/facerestore $(GEN_DIR)/.proto-stamp
