@@ -188,7 +188,8 @@ class RunningStack:
             async with connection:
                 channel = await connection.channel()
                 for consumer in CONSUMER_BINDINGS:
-                    for queue in (f"{self.namespace}.{consumer}", f"{self.namespace}.{consumer}.dlq"):
+                    base = f"{self.namespace}.{consumer}"
+                    for queue in (base, f"{base}.retry", f"{base}.dlq"):
                         await channel.queue_delete(queue)
                 for exchange in (f"{self.namespace}.events", f"{self.namespace}.events.dlx"):
                     await channel.exchange_delete(exchange)

@@ -74,7 +74,7 @@ async def bus(amqp_url: str, unique_name: str) -> AsyncIterator[EventBus]:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (event_bus.queue_name("probe"), f"{event_bus.queue_name('probe')}.dlq"):
+        for queue in event_bus.consumer_queues("probe"):
             await channel.queue_delete(queue)
         for exchange in (f"{unique_name}.events", event_bus.dead_letter_exchange):
             await channel.exchange_delete(exchange)
