@@ -34,6 +34,7 @@ def choose_restorer(settings: Settings) -> tuple[Restorer, Choice]:
         weights,
         sha256=settings.gfpgan_sha256 or None,
         device=settings.device,
+        half=settings.gfpgan_half,
         batch_size=settings.restore_batch_size,
     )
     restorer.load()  # an explicit gfpgan without its weights stops the service here

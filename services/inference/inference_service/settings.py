@@ -24,6 +24,9 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # Expected SHA-256 of the weights file; empty skips the check.
     gfpgan_sha256: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Half precision on CUDA: "auto" follows spandrel, which marks GFPGAN as not fp16-safe
+    # (so fp32); "true" forces fp16 on a GPU. Never on the CPU.
+    gfpgan_half: Literal["auto", "true", "false"] = "auto"
     restore_batch_size: int = Field(default=4, ge=1)
 
     thumbnail_max_side: int = Field(default=256, ge=32)
