@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from admin_service.audit import AuditLog
 from admin_service.grpc_api import ACCESS_POLICY, AdminApi
 from admin_service.settings import Settings
@@ -11,10 +9,9 @@ from facerestore.admin.v1 import admin_pb2_grpc
 from facerestore.auth.v1 import auth_pb2_grpc
 from facerestore.history.v1 import history_pb2_grpc
 from facerestore_common import mongo
+from facerestore_common.bootstrap import run_service
 from facerestore_common.grpc_client import insecure_channel, remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
-from facerestore_common.logging import configure_logging
-from facerestore_common.telemetry import configure_tracing
 
 
 async def serve(settings: Settings) -> None:
@@ -47,10 +44,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
-    asyncio.run(serve(settings))
+    run_service(Settings(), serve)
 
 
 if __name__ == "__main__":

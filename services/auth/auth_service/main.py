@@ -23,10 +23,10 @@ from auth_service.tokens import AccessTokenIssuer
 from auth_service.users import UserRepository
 from facerestore.auth.v1 import auth_pb2_grpc
 from facerestore_common import mongo
+from facerestore_common.bootstrap import run_service
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
-from facerestore_common.logging import configure_logging, get_logger
+from facerestore_common.logging import get_logger
 from facerestore_common.revocation import SessionRevocations
-from facerestore_common.telemetry import configure_tracing
 from facerestore_common.tokens import JwksCache, TokenVerifier
 
 log = get_logger(__name__)
@@ -142,10 +142,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
-    asyncio.run(serve(settings))
+    run_service(Settings(), serve)
 
 
 if __name__ == "__main__":

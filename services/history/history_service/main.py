@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from facerestore.history.v1 import history_pb2_grpc
 from facerestore_common import mongo
+from facerestore_common.bootstrap import run_service
 from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.grpc_client import remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
-from facerestore_common.logging import configure_logging
 from facerestore_common.storage import BlobStore
-from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
 from history_service.consumer import HistoryProjector
 from history_service.downloads import DownloadTokens
@@ -71,10 +68,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
-    asyncio.run(serve(settings))
+    run_service(Settings(), serve)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ import signal
 from prometheus_client import start_http_server
 
 from facerestore_common import mongo
+from facerestore_common.bootstrap import run_service
 from facerestore_common.events import EventBus, ProcessedEvents
-from facerestore_common.logging import configure_logging, get_logger
+from facerestore_common.logging import get_logger
 from facerestore_common.storage import BlobStore
-from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
 from inference_service.models import choose_analyzer, choose_restorer
 from inference_service.pipeline import RestorationPipeline
@@ -70,10 +70,7 @@ async def work(settings: Settings) -> None:
 
 
 def run() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
-    asyncio.run(work(settings))
+    run_service(Settings(), work)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ import contextlib
 
 from facerestore.upload.v1 import upload_pb2_grpc
 from facerestore_common import mongo
+from facerestore_common.bootstrap import run_service
 from facerestore_common.events import EventBus
 from facerestore_common.grpc_client import remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
-from facerestore_common.logging import configure_logging
 from facerestore_common.storage import BlobStore
-from facerestore_common.telemetry import configure_tracing
 from facerestore_common.topology import CONSUMER_BINDINGS
 from upload_service.grpc_api import ACCESS_POLICY, UploadApi
 from upload_service.idempotency import IdempotencyKeys
@@ -80,10 +79,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
-    asyncio.run(serve(settings))
+    run_service(Settings(), serve)
 
 
 if __name__ == "__main__":
