@@ -156,6 +156,11 @@ spec:
               mountPath: /var/run/facerestore/jwt-keys
               readOnly: {{ not (empty $service.signingKeysSecret) }}
             {{- end }}
+            {{- if eq $component "inference" }}
+            - name: models
+              mountPath: /var/lib/facerestore/models
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -166,6 +171,19 @@ spec:
           secret:
             secretName: {{ $service.signingKeysSecret }}
             defaultMode: 0440
+          {{- else }}
+          emptyDir:
+            sizeLimit: 1Mi
+          {{- end }}
+        {{- end }}
+        {{- if eq $component "inference" }}
+        # Weights (GFPGANv1.4.pth, models/buffalo_l) put in place by the operator; without a
+        # claim the volume is empty and the worker runs the weight-free backends.
+        - name: models
+          {{- if $service.modelsClaim }}
+          persistentVolumeClaim:
+            claimName: {{ $service.modelsClaim }}
+            readOnly: true
           {{- else }}
           emptyDir:
             sizeLimit: 1Mi
