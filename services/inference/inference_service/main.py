@@ -16,6 +16,7 @@ from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
 from inference_service.models import choose_analyzer, choose_restorer
 from inference_service.pipeline import RestorationPipeline
+from inference_service.restoration.batching import BatchingRestorer
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.settings import Settings
 from inference_service.worker import RestorationWorker
@@ -39,6 +40,8 @@ async def work(settings: Settings) -> None:
     analyzer, analyzer_choice = choose_analyzer(settings)
     log.info("restorer_chosen", restorer=restorer_choice.name, model=restorer.model_id, why=restorer_choice.reason)
     log.info("face_analyzer_chosen", analyzer=analyzer_choice.name, model=analyzer.model_id, why=analyzer_choice.reason)
+    if restorer_choice.name == "gfpgan":
+        restorer = BatchingRestorer(restorer, settings.restore_batch_size, settings.restore_batch_window_ms / 1000)
     pipeline = RestorationPipeline(
         restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
     )

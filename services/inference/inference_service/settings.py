@@ -28,6 +28,8 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # (so fp32); "true" forces fp16 on a GPU. Never on the CPU.
     gfpgan_half: Literal["auto", "true", "false"] = "auto"
     restore_batch_size: int = Field(default=4, ge=1)
+    # GFPGAN: faces that messages in hand submit within this window share a forward pass.
+    restore_batch_window_ms: int = Field(default=20, ge=0)
 
     thumbnail_max_side: int = Field(default=256, ge=32)
     output_jpeg_quality: int = Field(default=92, ge=50, le=100)
