@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         client_ip_var.set(client_ip(peer, request.headers.get("x-forwarded-for"), trusted_proxies))
         started = time.perf_counter()
         with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
+            response: Response
             try:
                 verdict = (
                     await rate_limiter.hit(ip_limit, client_ip_var.get())

@@ -21,14 +21,14 @@ class HistoryProjector:
         if kind == "image_uploaded":
             await self._uploaded(envelope.image_uploaded)
         elif kind == "image_processing":
-            event = envelope.image_processing
-            await self._items.advance(event.image_id, event.user_id, "processing", {})
+            processing = envelope.image_processing
+            await self._items.advance(processing.image_id, processing.user_id, "processing", {})
         elif kind == "image_restored":
             await self._restored(envelope.image_restored)
         elif kind == "image_failed":
-            event = envelope.image_failed
+            failed = envelope.image_failed
             await self._items.advance(
-                event.image_id, event.user_id, "failed", {"error": event.reason, "error_detail": event.detail}
+                failed.image_id, failed.user_id, "failed", {"error": failed.reason, "error_detail": failed.detail}
             )
         else:
             log.info("event_ignored", event_type=envelope.type)

