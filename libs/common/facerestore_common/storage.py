@@ -30,8 +30,15 @@ class BlobStore:
 
     async def ensure_bucket(self) -> None:
         def ensure() -> None:
-            if not self._client.bucket_exists(self.bucket):
+            if self._client.bucket_exists(self.bucket):
+                return
+            try:
                 self._client.make_bucket(self.bucket)
+            except S3Error as error:
+                # Services start together and race to create the bucket; losing
+                # to one of our own is success. A bucket someone else owns is not.
+                if error.code != "BucketAlreadyOwnedByYou":
+                    raise
 
         await asyncio.to_thread(ensure)
 

@@ -27,6 +27,20 @@ async def test_ensure_bucket_creates_the_bucket_and_can_run_again(s3_endpoint: s
     assert await blobs.ping()
 
 
+async def test_ensure_bucket_tolerates_losing_the_creation_race(
+    s3_endpoint: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=unique_name)
+    first, second = BlobStore(settings), BlobStore(settings)
+    # The second service checked before the first created the bucket.
+    monkeypatch.setattr(second._client, "bucket_exists", lambda bucket: False)
+
+    await first.ensure_bucket()
+    await second.ensure_bucket()
+
+    assert await first.ping()
+
+
 async def test_put_then_get_returns_the_same_bytes(store: BlobStore) -> None:
     data = os.urandom(256 * 1024) + b"\x00\xff end"
 
