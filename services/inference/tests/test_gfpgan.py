@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import torch
 from spandrel.architectures.Compact import Compact
-from spandrel.architectures.GFPGAN import GFPGAN
 
 from inference_service.faces.align import align_face, paste_faces
 from inference_service.restoration.base import Restorer, WeightsMissing
@@ -77,26 +76,6 @@ def no_network(*args: object, **kwargs: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = GFPGAN(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-    path = tmp_path_factory.mktemp("weights") / "GFPGANv1.4.pth"
-    torch.save({"params_ema": net.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def offline() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", no_network)
@@ -105,9 +84,9 @@ def offline() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def restorer(checkpoint: Path, offline: None) -> GfpganRestorer:
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    restorer = GfpganRestorer(checkpoint, sha256=digest.upper(), device="cpu", batch_size=2)
+def restorer(gfpgan_checkpoint: Path, offline: None) -> GfpganRestorer:
+    digest = hashlib.sha256(gfpgan_checkpoint.read_bytes()).hexdigest()
+    restorer = GfpganRestorer(gfpgan_checkpoint, sha256=digest.upper(), device="cpu", batch_size=2)
     restorer.load()
     return restorer
 
@@ -131,11 +110,11 @@ def restored(
 
 
 def test_the_released_checkpoint_layout_loads_on_cpu_in_full_precision(
-    restorer: GfpganRestorer, checkpoint: Path
+    restorer: GfpganRestorer, gfpgan_checkpoint: Path
 ) -> None:
     assert isinstance(restorer, Restorer)
     assert restorer.loaded and restorer.name == "gfpgan"
-    assert restorer.model_id == "gfpgan-" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    assert restorer.model_id == "gfpgan-" + hashlib.sha256(gfpgan_checkpoint.read_bytes()).hexdigest()[:12]
     assert restorer.device == torch.device("cpu")
     assert restorer.half is False
     assert all(p.dtype == torch.float32 for p in restorer._model.parameters())
@@ -143,8 +122,8 @@ def test_the_released_checkpoint_layout_loads_on_cpu_in_full_precision(
     assert restorer.loaded
 
 
-def test_half_precision_stays_off_on_cpu_even_when_asked(checkpoint: Path) -> None:
-    restorer = GfpganRestorer(checkpoint, device="cpu", half="true")
+def test_half_precision_stays_off_on_cpu_even_when_asked(gfpgan_checkpoint: Path) -> None:
+    restorer = GfpganRestorer(gfpgan_checkpoint, device="cpu", half="true")
     restorer.load()
     assert restorer.half is False
     assert next(restorer._model.parameters()).dtype == torch.float32

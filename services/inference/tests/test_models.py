@@ -3,12 +3,11 @@ holds and says why; an explicit choice that cannot load stops start-up, naming t
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import torch
-from spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch import GFPGANv1Clean
 
 from inference_service.analysis.base import ModelFileMissing
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
@@ -25,21 +24,8 @@ def test_auto_without_weights_restores_classically_and_says_why(tmp_path: Path) 
     assert choice.name == "classical" and str(tmp_path / "GFPGANv1.4.pth") in choice.reason
 
 
-def test_auto_with_weights_in_the_released_layout_picks_gfpgan(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    network = GFPGANv1Clean(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-    torch.save({"params_ema": network.state_dict()}, tmp_path / "GFPGANv1.4.pth")
+def test_auto_with_weights_in_the_released_layout_picks_gfpgan(tmp_path: Path, gfpgan_checkpoint: Path) -> None:
+    shutil.copy(gfpgan_checkpoint, tmp_path / "GFPGANv1.4.pth")
 
     restorer, choice = choose_restorer(Settings(model_dir=str(tmp_path), device="cpu"))
 
