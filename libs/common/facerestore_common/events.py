@@ -9,6 +9,12 @@ back into `<queue>` only, so other consumers of the same event never see the ret
 queue itself never waits: a failing message leaves it at once. After `max_attempts`
 (or at once for a PermanentEventError) the consumer's `on_give_up` hook is told why and
 the message is rejected into `<queue>.dlq`.
+
+A message that takes its consumer down with it (a native crash, the OOM killer) is never
+acked, so the broker hands it out again, to the next consumer that then dies too. Every
+such redelivery is counted (in MongoDB, beside the handled event ids, before the handler
+runs); once `max_unfinished_deliveries` deliveries ended that way, the next one gives up
+on the message instead of handing it to the handler again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from motor.motor_asyncio import AsyncIOMotorCollection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from facerestore.events.v1 import events_pb2
@@ -43,6 +50,10 @@ ATTEMPT_HEADER = "x-attempt"
 
 class PermanentEventError(Exception):
     """The event can never be handled; it goes to the dead-letter queue at once."""
+
+
+class _DeliveryLimitReached(Exception):
+    """Earlier deliveries of this message ended without an outcome too often."""
 
 
 def derived_event_id(source_event_id: str, kind: str) -> str:
@@ -68,10 +79,12 @@ def new_envelope(producer: str, **payload: object) -> events_pb2.Envelope:
 
 
 class ProcessedEvents:
-    """Remembers which event ids a consumer has fully handled."""
+    """Remembers which event ids a consumer has fully handled, and how often a delivery of
+    one ended without an outcome (in `<collection>_redeliveries`)."""
 
     def __init__(self, collection: AsyncIOMotorCollection, consumer: str) -> None:
         self._collection = collection
+        self._redeliveries = collection.database[f"{collection.name}_redeliveries"]
         self._consumer = consumer
 
     def _key(self, event_id: str) -> str:
@@ -88,11 +101,22 @@ class ProcessedEvents:
         except DuplicateKeyError:
             pass
 
+    async def count_redelivery(self, event_id: str) -> int:
+        """Record one more redelivery of `event_id`; returns how many there have been."""
+        document = await self._redeliveries.find_one_and_update(
+            {"_id": self._key(event_id)},
+            {"$inc": {"count": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(document["count"])
+
 
 @dataclass(frozen=True)
 class _RetryPolicy:
     retry_queue: str
     max_attempts: int
+    max_unfinished_deliveries: int
     base_seconds: float
     max_seconds: float
     on_give_up: GiveUpHook | None
@@ -215,6 +239,7 @@ class EventBus:
         max_attempts: int = 3,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 60.0,
+        max_unfinished_deliveries: int = 5,
         on_give_up: GiveUpHook | None = None,
     ) -> None:
         """Deliver the consumer's events to `handler`; ack after it returns.
@@ -222,11 +247,15 @@ class EventBus:
         A handler that raises is called again after retry_base_seconds * 2**(attempt - 1)
         (at most retry_max_seconds), up to max_attempts calls in all; then, or at once for a
         PermanentEventError, on_give_up(envelope, reason) runs and the message is dead-lettered.
+        The same happens, without calling the handler, to a message redelivered after
+        max_unfinished_deliveries deliveries that ended without an ack or a reject.
         """
         if self._connection is None:
             raise RuntimeError("EventBus.connect() was not called")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if max_unfinished_deliveries < 1:
+            raise ValueError("max_unfinished_deliveries must be at least 1")
         await self.declare_queue(consumer, routing_keys)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
@@ -235,7 +264,9 @@ class EventBus:
         name, retry_name, _ = self.consumer_queues(consumer)
         await channel.declare_queue(retry_name, durable=True, arguments=self._retry_queue_arguments(name))
         queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
-        policy = _RetryPolicy(retry_name, max_attempts, retry_base_seconds, retry_max_seconds, on_give_up)
+        policy = _RetryPolicy(
+            retry_name, max_attempts, max_unfinished_deliveries, retry_base_seconds, retry_max_seconds, on_give_up
+        )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             # Shielded and tracked, so that a shutdown lets the message in hand finish.
@@ -271,8 +302,12 @@ class EventBus:
                     if await processed.seen(envelope.event_id):
                         log.info("event_duplicate_skipped", event_type=envelope.type, event_id=envelope.event_id)
                     else:
+                        if message.redelivered:
+                            await self._count_unfinished_delivery(envelope, processed, policy)
                         await handler(envelope)
                         await processed.mark(envelope.event_id)
+                except _DeliveryLimitReached as error:
+                    await self._give_up(message, envelope, attempt, f"redelivery_limit: {error}", policy)
                 except PermanentEventError as error:
                     log.error(
                         "event_failed_permanently",
@@ -301,6 +336,23 @@ class EventBus:
                     await message.ack()
         finally:
             otel_context.detach(token)
+
+    @staticmethod
+    async def _count_unfinished_delivery(
+        envelope: events_pb2.Envelope, processed: ProcessedEvents, policy: _RetryPolicy
+    ) -> None:
+        """Count a redelivery (it follows a delivery that ended without an outcome) before
+        the handler runs, so that even a crash in the handler leaves the count behind."""
+        unfinished = await processed.count_redelivery(envelope.event_id)
+        log.warning(
+            "event_redelivered",
+            event_type=envelope.type,
+            event_id=envelope.event_id,
+            unfinished_deliveries=unfinished,
+            max_unfinished_deliveries=policy.max_unfinished_deliveries,
+        )
+        if unfinished >= policy.max_unfinished_deliveries:
+            raise _DeliveryLimitReached(f"{unfinished} deliveries ended without an outcome (a consumer crashed?)")
 
     async def _retry_later(
         self,

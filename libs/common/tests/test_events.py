@@ -75,9 +75,11 @@ class Broker:
         max_attempts: int = 3,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 60.0,
+        max_unfinished_deliveries: int = 5,
         on_give_up: GiveUpHook | None = None,
     ) -> str:
-        self.consumers.append(consumer)
+        if consumer not in self.consumers:
+            self.consumers.append(consumer)
         await self.bus.consume(
             consumer,
             routing_keys,
@@ -87,6 +89,7 @@ class Broker:
             max_attempts=max_attempts,
             retry_base_seconds=retry_base_seconds,
             retry_max_seconds=retry_max_seconds,
+            max_unfinished_deliveries=max_unfinished_deliveries,
             on_give_up=on_give_up,
         )
         return self.bus.queue_name(consumer)
@@ -377,6 +380,102 @@ async def test_poison_message_waits_in_the_delay_queue_while_the_next_event_is_h
     assert events_pb2.Envelope.FromString(waiting.body).event_id == poison.event_id
     assert waiting.headers["x-attempt"] == 2
     assert waiting.expiration == 30.0
+
+
+async def test_message_that_takes_its_consumer_down_every_time_is_given_up_after_the_limit(
+    broker: Broker, amqp_url: str, unique_name: str
+) -> None:
+    """Each life is a consumer that dies with the poison message in hand, as a killed process
+    does: the handling ends without an ack or a reject, then the connection goes away."""
+    poison, good = uploaded("img-poison"), uploaded("img-good")
+    poison_deliveries: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+    handled: list[str] = []
+    good_done = asyncio.Event()
+    give_ups = GiveUps()
+
+    async def dies_on_poison(envelope: events_pb2.Envelope) -> None:
+        if envelope.event_id == poison.event_id:
+            next(event for event in poison_deliveries if not event.is_set()).set()
+            raise asyncio.CancelledError  # the consumer is gone, message in hand
+        handled.append(envelope.event_id)
+        good_done.set()
+
+    broker.consumers.append("history")
+    queue = broker.bus.queue_name("history")
+    await broker.bus.declare_queue("history", ["image.uploaded"])
+    await broker.bus.publish(poison)
+    for life in range(2):
+        bus = EventBus(amqp_url, broker.exchange, unique_name, producer=f"events-test-life-{life}")
+        await bus.connect()
+        await bus.consume(
+            "history", ["image.uploaded"], dies_on_poison, broker.processed("history"), 1, max_unfinished_deliveries=2
+        )
+        await asyncio.wait_for(poison_deliveries[life].wait(), WAIT_SECONDS)
+        await bus.close()
+
+    await broker.consume(
+        "history", ["image.uploaded"], dies_on_poison, max_unfinished_deliveries=2, on_give_up=give_ups
+    )
+    await broker.bus.publish(good)
+    dead = await broker.take(f"{queue}.dlq")
+    await asyncio.wait_for(good_done.wait(), WAIT_SECONDS)
+    await broker.bus.close()
+
+    assert events_pb2.Envelope.FromString(dead.body).event_id == poison.event_id
+    assert dead.redelivered is False  # taken from the dead-letter queue, which got it once
+    assert not poison_deliveries[2].is_set()  # the third delivery never reached the handler
+    assert give_ups.calls == [
+        (poison.event_id, "redelivery_limit: 2 deliveries ended without an outcome (a consumer crashed?)")
+    ]
+    assert handled == [good.event_id]  # the queue moved on
+    assert not await broker.processed("history").seen(poison.event_id)
+    assert await broker.ready_count(queue) == 0
+
+
+async def test_a_delivery_that_was_handled_is_acked_on_redelivery_without_counting_against_the_limit(
+    broker: Broker, amqp_url: str, unique_name: str
+) -> None:
+    """Killed after recording the event as handled but before the ack: the redelivery is a
+    duplicate, acked at once, even with a limit of one unfinished delivery."""
+    envelope, sentinel = uploaded("img-1"), uploaded("img-sentinel")
+    calls: list[str] = []
+    recorded = asyncio.Event()
+    sentinel_done = asyncio.Event()
+
+    class RecordThenDie(ProcessedEvents):
+        async def mark(self, event_id: str) -> None:
+            await super().mark(event_id)
+            recorded.set()
+            raise asyncio.CancelledError  # gone after recording, before the ack
+
+    async def handler(got: events_pb2.Envelope) -> None:
+        calls.append(got.event_id)
+        if got.event_id == sentinel.event_id:
+            sentinel_done.set()
+
+    broker.consumers.append("history")
+    await broker.bus.declare_queue("history", ["image.uploaded"])
+    await broker.bus.publish(envelope)
+    bus = EventBus(amqp_url, broker.exchange, unique_name, producer="events-test-dying")
+    await bus.connect()
+    dying = RecordThenDie(broker.database["processed_events"], "history")
+    await bus.consume("history", ["image.uploaded"], handler, dying, 1, max_unfinished_deliveries=1)
+    await asyncio.wait_for(recorded.wait(), WAIT_SECONDS)
+    await bus.close()
+
+    give_ups = GiveUps()
+    queue = await broker.consume(
+        "history", ["image.uploaded"], handler, max_unfinished_deliveries=1, on_give_up=give_ups
+    )
+    # Prefetch 1: the sentinel is delivered only once the redelivered message was settled.
+    await broker.bus.publish(sentinel)
+    await asyncio.wait_for(sentinel_done.wait(), WAIT_SECONDS)
+    await broker.bus.close()
+
+    assert calls == [envelope.event_id, sentinel.event_id]
+    assert give_ups.calls == []
+    assert await broker.ready_count(queue) == 0
+    assert await broker.ready_count(f"{queue}.dlq") == 0
 
 
 async def test_a_failing_give_up_hook_is_tried_again_later_instead_of_dead_lettering_silently(broker: Broker) -> None:

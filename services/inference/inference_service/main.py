@@ -55,6 +55,7 @@ async def work(settings: Settings) -> None:
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         retry_max_seconds=settings.retry_max_seconds,
+        max_unfinished_deliveries=settings.max_unfinished_deliveries,
         on_give_up=worker.give_up,
     )
     if settings.metrics_port:

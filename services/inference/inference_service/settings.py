@@ -39,6 +39,9 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     max_attempts: int = Field(default=4, ge=1)
     retry_base_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
+    # A message whose deliveries ended this often without an outcome (the worker died or lost
+    # the broker while holding it) is given up at its next delivery: a crash loop ends.
+    max_unfinished_deliveries: int = Field(default=5, ge=1)
 
     metrics_host: str = "127.0.0.1"
     # Prometheus metrics on this port; 0 turns the endpoint off.

@@ -126,15 +126,15 @@ class RestorationWorker:
         """The bus's on_give_up hook: a message about to be dead-lettered still ends as image.failed.
 
         `reason` comes from the bus, e.g. "retries_exhausted: S3Error" after transient storage or
-        broker errors outlasted every retry, or "permanent: ..."."""
+        broker errors outlasted every retry, "redelivery_limit: ..." after the image took the
+        worker down with it again and again, or "permanent: ..."."""
         if envelope.WhichOneof("payload") != "image_uploaded":
             return
-        kind = reason.partition(":")[0]
-        detail = (
-            "storage or messaging kept failing; the restoration was given up after several tries"
-            if kind == "retries_exhausted"
-            else "the restoration could not be completed"
-        )
+        details = {
+            "retries_exhausted": "storage or messaging kept failing; the restoration was given up after several tries",
+            "redelivery_limit": "the restoration stopped the worker every time it was tried; it was given up",
+        }
+        detail = details.get(reason.partition(":")[0], "the restoration could not be completed")
         await self._fail(envelope, reason, detail)
 
     async def _store(self, image_id: str, result: RestorationResult) -> None:

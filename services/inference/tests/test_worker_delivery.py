@@ -1,14 +1,16 @@
 """What the inference worker guarantees about deliveries, on the machine's real RabbitMQ and
 the MongoDB and S3 stand-ins: a worker killed before its ack leaves exactly one stored
 result, a message that always fails ends in the dead-letter queue with image.failed saying
-why, and SIGTERM in the middle of a batch loses nothing.
+why, an image that kills every worker that takes it ends the same way after a few deaths,
+and SIGTERM in the middle of a batch loses nothing.
 
 Every test gets its own exchange, queues, database and bucket (named from `unique_name`)
 and removes them at the end. The photos come from the insightface wheel (test data only).
 
-Run as a script (`python test_worker_delivery.py after_handler|after_mark`), this module is
-the worker process the first test kills: it takes one message, handles it with the real
-RestorationWorker and SIGKILLs itself at that point, before the message is acked.
+Run as a script (`python test_worker_delivery.py after_handler|after_mark|in_pipeline`), this
+module is the worker process the tests kill: it takes one message, handles it with the real
+RestorationWorker and SIGKILLs itself at that point, before the message is acked (in_pipeline:
+in the middle of the restoration, as a native crash or the OOM killer would).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from facerestore_common.settings import BrokerSettings, MongoSettings, StorageSe
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
-from inference_service.pipeline import RestorationPipeline
+from inference_service.pipeline import RestorationPipeline, RestorationResult
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.worker import RestorationWorker, result_keys
 
@@ -48,9 +50,11 @@ WAIT_SECONDS = 30.0
 PROBED_EVENTS = ("image.processing", "image.restored", "image.failed")
 
 
-def make_worker(blobs: BlobStore, bus: EventBus) -> RestorationWorker:
+def make_worker(
+    blobs: BlobStore, bus: EventBus, pipeline_class: type[RestorationPipeline] = RestorationPipeline
+) -> RestorationWorker:
     """The real worker (classical restorer, dlib analyser): the one place that knows how it is built."""
-    pipeline = RestorationPipeline(ClassicalRestorer(), DlibFaceAnalyzer(), ClassicalRestorer(), 256, 92)
+    pipeline = pipeline_class(ClassicalRestorer(), DlibFaceAnalyzer(), ClassicalRestorer(), 256, 92)
     return RestorationWorker(blobs, bus, pipeline)
 
 
@@ -400,6 +404,50 @@ async def test_message_that_always_fails_is_dead_lettered_after_max_attempts_and
     assert await stack.ready_count(f"{stack.queue}.retry") == 0
 
 
+async def test_image_that_kills_every_worker_fails_after_the_limit_and_the_queue_moves_on(
+    stack: Stack, tmp_path: Path
+) -> None:
+    photo = face_photo()
+    deadly = await stack.upload("img-deadly", photo)
+    for life in range(2):
+        log = tmp_path / f"dying-worker-{life}.log"
+        process = await start([sys.executable, __file__, "in_pipeline"], stack.env(), log)
+        code = await wait_for_exit(process)
+        assert code == -signal.SIGKILL, f"the worker did not die in the pipeline:\n{output_of(log)}"
+        assert await stack.ready_count_settles_at(stack.queue, 1) == 1  # back for the next worker
+
+    bus = stack.worker_bus()
+    await bus.connect()
+    worker = make_worker(stack.blobs, bus)
+    await bus.consume(
+        "inference",
+        ["image.uploaded"],
+        worker,
+        stack.processed(),
+        1,
+        max_unfinished_deliveries=2,
+        on_give_up=worker.give_up,
+    )
+    await stack.upload("img-sentinel", photo)
+    dead = await stack.take(f"{stack.queue}.dlq")
+    await stack.probe.wait_for(lambda probe: bool(probe.of("image.restored", "img-sentinel")), "sentinel restored")
+    await bus.close()
+    await stack.probe.quiet()
+
+    assert events_pb2.Envelope.FromString(dead.body) == deadly
+    # Started by each worker that died on it, never by the third, which gave it up instead.
+    assert len(stack.probe.of("image.processing", "img-deadly")) == 2
+    (failed,) = stack.probe.of("image.failed", "img-deadly")
+    assert failed.image_failed.reason.startswith("redelivery_limit: 2 deliveries ended without an outcome")
+    assert failed.image_failed.detail == "the restoration stopped the worker every time it was tried; it was given up"
+    assert failed.image_failed.user_id == USER_ID
+    assert stack.probe.of("image.restored", "img-deadly") == []
+    assert await stack.keys_of("img-deadly") == {original_key("img-deadly")}
+    assert not await stack.processed().seen(deadly.event_id)
+    for queue in (stack.queue, f"{stack.queue}.retry", f"{stack.queue}.dlq"):
+        assert await stack.ready_count(queue) == 0, queue
+
+
 async def test_sigterm_in_the_middle_of_a_batch_loses_nothing_and_does_nothing_twice(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -462,6 +510,11 @@ def _serve_one_message_then_die(kill_point: str) -> None:
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
+    class DyingPipeline(RestorationPipeline):
+        def run(self, content: bytes) -> RestorationResult:
+            die()
+            raise AssertionError("unreachable")
+
     class RecordThenDie(ProcessedEvents):
         async def mark(self, event_id: str) -> None:
             await super().mark(event_id)
@@ -473,7 +526,9 @@ def _serve_one_message_then_die(kill_point: str) -> None:
         database = mongo.connect(database_settings.mongo_url, database_settings.mongo_database)
         bus = EventBus(broker.amqp_url.get_secret_value(), broker.events_exchange, broker.queue_prefix, "inference")
         await bus.connect()
-        worker = make_worker(BlobStore(storage), bus)
+        worker = make_worker(
+            BlobStore(storage), bus, DyingPipeline if kill_point == "in_pipeline" else RestorationPipeline
+        )
 
         async def handler(envelope: events_pb2.Envelope) -> None:
             await worker(envelope)
