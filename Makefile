@@ -25,9 +25,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade "pip==25.3"
 
 # Third-party packages, pinned by requirements/constraints.txt.
-$(VENV)/.deps: $(BIN)/python requirements/dev.in requirements/constraints.txt requirements/test-data.txt
+$(VENV)/.deps: $(BIN)/python requirements/dev.in requirements/constraints.txt requirements/no-deps.txt
 	$(BIN)/pip install --quiet -c requirements/constraints.txt -r requirements/dev.in
-	$(BIN)/pip install --quiet --no-deps -r requirements/test-data.txt
+	$(BIN)/pip install --quiet --no-deps -c requirements/constraints.txt -r requirements/no-deps.txt
 	touch $@
 
 # Generated stubs are not committed: they are rebuilt from proto/ whenever a .proto changes,

@@ -2,8 +2,8 @@
 w600k_r50 embedding), as Immich runs it: the production analyser.
 
 The pack must already be in MODEL_DIR/models/buffalo_l: FaceAnalysis would download a
-missing pack, so the files are checked before it is ever constructed, and a missing one
-is an error naming it."""
+missing pack by name, so the files are checked before it is ever constructed (a missing
+one is an error naming it) and FaceAnalysis is given the pack's directory, never a name."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
     @staticmethod
     def pack_dir(model_dir: Path) -> Path:
-        # FaceAnalysis(name, root) reads <root>/models/<name>.
+        # Where FaceAnalysis(name, root) would look, and where the released pack unpacks.
         return model_dir / "models" / PACK
 
     @staticmethod
@@ -40,7 +40,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         return [pack / name for name in REQUIRED_FILES if not (pack / name).is_file()]
 
     def _load(self) -> None:
-        missing = self.missing_files(self.pack_dir(self._model_dir))
+        pack = self.pack_dir(self._model_dir).resolve()
+        missing = self.missing_files(pack)
         if missing:
             raise ModelFileMissing(missing, hint="put the insightface buffalo_l pack in MODEL_DIR/models/buffalo_l")
         try:
@@ -53,7 +54,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         use_gpu = self._device != "cpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
         app = FaceAnalysis(
-            name=PACK, root=str(self._model_dir), providers=providers, allowed_modules=["detection", "recognition"]
+            name=str(pack), root=str(self._model_dir), providers=providers, allowed_modules=["detection", "recognition"]
         )
         app.prepare(ctx_id=0 if use_gpu else -1, det_size=(self._det_size, self._det_size))
         self._app = app
