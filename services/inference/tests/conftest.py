@@ -1,12 +1,76 @@
-"""Fixtures shared by the inference tests."""
+"""Fixtures shared by the inference tests: the real face photos, dlib's five landmarks, a
+guard against network use, and a GFPGAN checkpoint in the released layout."""
 
 from __future__ import annotations
 
+import importlib.util
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
+import dlib
+import numpy as np
 import pytest
 import torch
 from spandrel.architectures.GFPGAN import GFPGAN
+
+PhotoLoader = Callable[[str], np.ndarray]
+LandmarkFinder = Callable[..., list[np.ndarray]]
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package's files are, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        pytest.fail(f"test data package {name} is not installed (make setup)")
+    return Path(spec.origin).parent
+
+
+@pytest.fixture(scope="session")
+def load_photo() -> PhotoLoader:
+    """Reads one of the real face photos that the insightface wheel ships, as BGR."""
+    images = package_dir("insightface") / "data" / "images"
+
+    def load(name: str) -> np.ndarray:
+        image = cv2.imread(str(images / name), cv2.IMREAD_COLOR)
+        assert image is not None, f"could not read {images / name}"
+        return image
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def dlib_landmarks5() -> LandmarkFinder:
+    """Five FFHQ-order points per face, from dlib's HOG detector and 68-point predictor run
+    directly (not through the analyser under test): eye centres (36-41, 42-47), nose tip 30,
+    mouth corners 48 and 54."""
+    model = package_dir("face_recognition_models") / "models" / "shape_predictor_68_face_landmarks.dat"
+    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
+
+    def find(image_bgr: np.ndarray, upsample: int = 1) -> list[np.ndarray]:
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+        found = []
+        for rect in detector(rgb, upsample):
+            points = np.array([(p.x, p.y) for p in predictor(rgb, rect).parts()], dtype=np.float32)
+            five = [points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]
+            found.append(np.stack(five).astype(np.float32))
+        return found
+
+    return find
+
+
+def no_network(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a model loader tried to use the network")
+
+
+@pytest.fixture(scope="module")
+def offline() -> Iterator[None]:
+    """Any connection attempt fails the test: nothing may be downloaded at run time."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", no_network)
+        patch.setattr(socket, "create_connection", no_network)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,49 +1,20 @@
 """Alignment to the FFHQ template and paste-back, on the six faces of t1.jpg.
 
-Landmarks come from dlib's HOG detector and 68-point predictor, run here; the photo and
-the predictor's file are located in their wheels, never imported."""
+Landmarks come from dlib's HOG detector and 68-point predictor, run directly (conftest's
+dlib_landmarks5); the photo and the predictor's file are located in their wheels, never
+imported."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import cv2
-import dlib
 import numpy as np
 import pytest
 
 from inference_service.faces.align import FFHQ_TEMPLATE_512, align_face, paste_faces
 
-
-def package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        pytest.fail(f"test data package {name} is not installed")
-    return Path(spec.origin).parent
-
-
-@functools.cache
-def dlib_models() -> tuple[Any, Any]:
-    model = package_dir("face_recognition_models") / "models" / "shape_predictor_68_face_landmarks.dat"
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
-
-
-def dlib_landmarks5(image_bgr: np.ndarray, upsample: int = 1) -> list[np.ndarray]:
-    """Five FFHQ-order points per face: eye centres (36-41, 42-47), nose tip 30, mouth corners 48, 54."""
-    detector, predictor = dlib_models()
-    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    found = []
-    for rect in detector(rgb, upsample):
-        points = np.array([(p.x, p.y) for p in predictor(rgb, rect).parts()], dtype=np.float32)
-        found.append(
-            np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]).astype(
-                np.float32
-            )
-        )
-    return found
+LandmarkFinder = Callable[..., list[np.ndarray]]
 
 
 def warped_square(affine: np.ndarray, shape: tuple[int, ...], size: int = 512, grow: int = 2) -> np.ndarray:
@@ -57,14 +28,12 @@ def warped_square(affine: np.ndarray, shape: tuple[int, ...], size: int = 512, g
 
 
 @pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    image = cv2.imread(str(package_dir("insightface") / "data" / "images" / "t1.jpg"), cv2.IMREAD_COLOR)
-    assert image is not None
-    return image
+def photo(load_photo: Callable[[str], np.ndarray]) -> np.ndarray:
+    return load_photo("t1.jpg")
 
 
 @pytest.fixture(scope="module")
-def faces(photo: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def faces(photo: np.ndarray, dlib_landmarks5: LandmarkFinder) -> list[tuple[np.ndarray, np.ndarray]]:
     found = dlib_landmarks5(photo)
     assert len(found) == 6
     return [align_face(photo, landmarks) for landmarks in found]
@@ -80,7 +49,9 @@ def test_landmarks_a_similarity_away_from_the_template_land_exactly_on_it(photo:
     np.testing.assert_allclose(mapped, FFHQ_TEMPLATE_512, atol=0.05)
 
 
-def test_real_faces_are_fitted_to_the_template_by_a_similarity(photo: np.ndarray) -> None:
+def test_real_faces_are_fitted_to_the_template_by_a_similarity(
+    photo: np.ndarray, dlib_landmarks5: LandmarkFinder
+) -> None:
     """A similarity (4 parameters) cannot put 5 points of a real face exactly on the mean
     FFHQ face: a turned head moves the nose and mouth corners off it (up to ~40 px of 512
     on t1.jpg). What it does do is centre and scale the face as the template expects."""
@@ -100,7 +71,7 @@ def test_real_faces_are_fitted_to_the_template_by_a_similarity(photo: np.ndarray
         assert spread(mapped) == pytest.approx(spread(FFHQ_TEMPLATE_512), rel=0.1)
 
 
-def test_alignment_crops_the_face_the_landmarks_describe(photo: np.ndarray) -> None:
+def test_alignment_crops_the_face_the_landmarks_describe(photo: np.ndarray, dlib_landmarks5: LandmarkFinder) -> None:
     """The crop is the image seen through the affine: landmarks found again on the crop sit
     where the affine sends the original ones (to within dlib's own jitter)."""
     errors = []
@@ -114,7 +85,7 @@ def test_alignment_crops_the_face_the_landmarks_describe(photo: np.ndarray) -> N
     assert np.max(errors) < 15.0
 
 
-def test_alignment_scales_the_template_with_the_crop_size(photo: np.ndarray) -> None:
+def test_alignment_scales_the_template_with_the_crop_size(photo: np.ndarray, dlib_landmarks5: LandmarkFinder) -> None:
     landmarks = dlib_landmarks5(photo)[0]
     crop, affine = align_face(photo, landmarks, size=256)
     assert crop.shape == (256, 256, 3)
@@ -160,7 +131,7 @@ def test_a_white_crop_changes_only_its_own_face(photo: np.ndarray, faces: list[t
     assert partial.sum() > 0.05 * changed.sum()
 
 
-def test_a_face_cut_off_by_the_edge_pastes_without_error(photo: np.ndarray) -> None:
+def test_a_face_cut_off_by_the_edge_pastes_without_error(photo: np.ndarray, dlib_landmarks5: LandmarkFinder) -> None:
     landmarks = dlib_landmarks5(photo)[0]
     shifted = landmarks - landmarks.min(axis=0) + 5  # face in the top-left corner
     crop, affine = align_face(photo, shifted)

@@ -1,12 +1,10 @@
 """The classical restorer and the quality measures, on real face photos.
 
-The photos come from the insightface wheel, installed with --no-deps as test data only;
-it is located, never imported."""
+The photos come from the insightface wheel (conftest's load_photo)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -17,20 +15,6 @@ from inference_service.restoration.base import Restorer
 from inference_service.restoration.classical import ClassicalRestorer
 
 FACE_PHOTOS = ("t1.jpg", "Tom_Hanks_54745.png")
-
-
-@pytest.fixture(scope="module")
-def images_dir() -> Path:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or spec.origin is None:
-        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
-    return Path(spec.origin).parent / "data" / "images"
-
-
-def load(images_dir: Path, name: str) -> np.ndarray:
-    image = cv2.imread(str(images_dir / name), cv2.IMREAD_COLOR)
-    assert image is not None, f"could not read {name}"
-    return image
 
 
 def degrade(image: np.ndarray, seed: int) -> np.ndarray:
@@ -56,8 +40,10 @@ def test_classical_restorer_is_a_restorer() -> None:
 
 
 @pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_restore_keeps_shape_and_dtype_and_changes_the_image(images_dir: Path, name: str) -> None:
-    image = degrade(load(images_dir, name), seed=1)
+def test_restore_keeps_shape_and_dtype_and_changes_the_image(
+    load_photo: Callable[[str], np.ndarray], name: str
+) -> None:
+    image = degrade(load_photo(name), seed=1)
     before = image.copy()
     restored = ClassicalRestorer().restore(image)
     assert restored.shape == image.shape
@@ -67,11 +53,11 @@ def test_restore_keeps_shape_and_dtype_and_changes_the_image(images_dir: Path, n
     np.testing.assert_array_equal(image, before)
 
 
-def test_restore_brings_degraded_faces_closer_to_the_originals(images_dir: Path) -> None:
+def test_restore_brings_degraded_faces_closer_to_the_originals(load_photo: Callable[[str], np.ndarray]) -> None:
     restorer = ClassicalRestorer()
     degraded_psnr, restored_psnr, degraded_ssim, restored_ssim = [], [], [], []
     for seed, name in enumerate(FACE_PHOTOS):
-        clean = load(images_dir, name)
+        clean = load_photo(name)
         degraded = degrade(clean, seed)
         restored = restorer.restore(degraded)
         degraded_psnr.append(psnr(degraded, clean))
@@ -89,15 +75,15 @@ def test_restore_brings_degraded_faces_closer_to_the_originals(images_dir: Path)
 
 
 @pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_restore_sharpens_a_blurred_face(images_dir: Path, name: str) -> None:
-    blurred = cv2.GaussianBlur(load(images_dir, name), (0, 0), 1.5)
+def test_restore_sharpens_a_blurred_face(load_photo: Callable[[str], np.ndarray], name: str) -> None:
+    blurred = cv2.GaussianBlur(load_photo(name), (0, 0), 1.5)
     restored = ClassicalRestorer().restore(blurred)
     assert sharpness(restored) > 1.3 * sharpness(blurred)
 
 
 @pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_restore_lifts_the_contrast_of_a_faded_face(images_dir: Path, name: str) -> None:
-    image = load(images_dir, name).astype(np.float32)
+def test_restore_lifts_the_contrast_of_a_faded_face(load_photo: Callable[[str], np.ndarray], name: str) -> None:
+    image = load_photo(name).astype(np.float32)
     faded = (image * 0.4 + 90).astype(np.uint8)
     restored = ClassicalRestorer().restore(faded)
     assert lightness_spread(restored) > lightness_spread(faded) + 15
@@ -117,8 +103,8 @@ def test_restore_rejects_what_is_not_bgr_uint8(bad: np.ndarray) -> None:
         ClassicalRestorer().restore(bad)
 
 
-def test_thumbnail_keeps_the_aspect_ratio(images_dir: Path) -> None:
-    image = load(images_dir, "t1.jpg")
+def test_thumbnail_keeps_the_aspect_ratio(load_photo: Callable[[str], np.ndarray]) -> None:
+    image = load_photo("t1.jpg")
     height, width = image.shape[:2]
     thumbnail = make_thumbnail(image)
     assert max(thumbnail.shape[:2]) == 256
@@ -131,15 +117,15 @@ def test_thumbnail_of_a_tall_image() -> None:
     assert thumbnail.shape == (256, 85, 3)
 
 
-def test_thumbnail_does_not_enlarge(images_dir: Path) -> None:
-    image = load(images_dir, "Tom_Hanks_54745.png")
+def test_thumbnail_does_not_enlarge(load_photo: Callable[[str], np.ndarray]) -> None:
+    image = load_photo("Tom_Hanks_54745.png")
     thumbnail = make_thumbnail(image)
     assert thumbnail.shape == image.shape
     assert thumbnail is not image
 
 
-def test_psnr_and_ssim_of_identical_images(images_dir: Path) -> None:
-    image = load(images_dir, "Tom_Hanks_54745.png")
+def test_psnr_and_ssim_of_identical_images(load_photo: Callable[[str], np.ndarray]) -> None:
+    image = load_photo("Tom_Hanks_54745.png")
     assert psnr(image, image.copy()) == float("inf")
     assert ssim(image, image.copy()) == pytest.approx(1.0, abs=1e-9)
 
@@ -150,13 +136,13 @@ def test_psnr_of_a_known_error() -> None:
     assert psnr(a, a + 10) == pytest.approx(28.1308, abs=1e-3)
 
 
-def test_ssim_falls_with_degradation(images_dir: Path) -> None:
-    image = load(images_dir, "t1.jpg")
+def test_ssim_falls_with_degradation(load_photo: Callable[[str], np.ndarray]) -> None:
+    image = load_photo("t1.jpg")
     mild = ssim(image, cv2.GaussianBlur(image, (0, 0), 1.0))
     strong = ssim(image, degrade(image, seed=0))
     assert 0.0 < strong < mild < 1.0
 
 
-def test_sharpness_orders_blur(images_dir: Path) -> None:
-    image = load(images_dir, "t1.jpg")
+def test_sharpness_orders_blur(load_photo: Callable[[str], np.ndarray]) -> None:
+    image = load_photo("t1.jpg")
     assert sharpness(image) > sharpness(cv2.GaussianBlur(image, (0, 0), 2.0)) > 0.0

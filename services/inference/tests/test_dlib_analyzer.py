@@ -5,8 +5,8 @@ wheel; both are located, never imported."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,23 +19,13 @@ from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
 
 
 @pytest.fixture(scope="module")
-def images_dir() -> Path:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or spec.origin is None:
-        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
-    return Path(spec.origin).parent / "data" / "images"
-
-
-@pytest.fixture(scope="module")
 def analyzer() -> DlibFaceAnalyzer:
     return DlibFaceAnalyzer()
 
 
 @pytest.fixture(scope="module")
-def group_photo(images_dir: Path) -> np.ndarray:
-    image = cv2.imread(str(images_dir / "t1.jpg"), cv2.IMREAD_COLOR)
-    assert image is not None
-    return image
+def group_photo(load_photo: Callable[[str], np.ndarray]) -> np.ndarray:
+    return load_photo("t1.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +59,10 @@ def test_finds_the_six_faces_of_the_group_photo_left_to_right(group_faces: list[
     assert all(face.score > 0 for face in group_faces)
 
 
-def test_finds_the_one_face_of_a_small_portrait(analyzer: DlibFaceAnalyzer, images_dir: Path) -> None:
-    portrait = cv2.imread(str(images_dir / "Tom_Hanks_54745.png"), cv2.IMREAD_COLOR)
+def test_finds_the_one_face_of_a_small_portrait(
+    analyzer: DlibFaceAnalyzer, load_photo: Callable[[str], np.ndarray]
+) -> None:
+    portrait = load_photo("Tom_Hanks_54745.png")
     assert portrait is not None
     assert len(analyzer.analyze(portrait)) == 1
 
@@ -139,7 +131,7 @@ def test_load_twice_loads_once(analyzer: DlibFaceAnalyzer) -> None:
     assert analyzer._detector is detector and analyzer._shape_predictor is predictor
 
 
-def test_concurrent_first_use_loads_once(images_dir: Path) -> None:
+def test_concurrent_first_use_loads_once(load_photo: Callable[[str], np.ndarray]) -> None:
     loads = 0
     counter_lock = threading.Lock()
 
@@ -152,7 +144,7 @@ def test_concurrent_first_use_loads_once(images_dir: Path) -> None:
 
     analyzer = CountingAnalyzer()
     assert isinstance(analyzer, FaceAnalyzer) and not analyzer.loaded
-    portrait = cv2.imread(str(images_dir / "Tom_Hanks_54745.png"), cv2.IMREAD_COLOR)
+    portrait = load_photo("Tom_Hanks_54745.png")
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: analyzer.analyze(portrait), range(4)))
     assert loads == 1 and analyzer.loaded

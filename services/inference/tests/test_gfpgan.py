@@ -12,16 +12,11 @@ untouched; the Tom Hanks photo is 112x112 and its one face's square covers all o
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
-import dlib
 import numpy as np
 import pytest
 import torch
@@ -34,34 +29,6 @@ from inference_service.restoration.gfpgan import GfpganRestorer, faces_to_tensor
 TWO_FACES = (slice(100, 480), slice(0, 440))  # rows, columns of t1.jpg
 
 
-def package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        pytest.fail(f"test data package {name} is not installed")
-    return Path(spec.origin).parent
-
-
-@functools.cache
-def dlib_models() -> tuple[Any, Any]:
-    model = package_dir("face_recognition_models") / "models" / "shape_predictor_68_face_landmarks.dat"
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
-
-
-def dlib_landmarks5(image_bgr: np.ndarray) -> list[np.ndarray]:
-    """Five FFHQ-order points per face: eye centres (36-41, 42-47), nose tip 30, mouth corners 48, 54."""
-    detector, predictor = dlib_models()
-    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    found = []
-    for rect in detector(rgb, 1):
-        points = np.array([(p.x, p.y) for p in predictor(rgb, rect).parts()], dtype=np.float32)
-        found.append(
-            np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]).astype(
-                np.float32
-            )
-        )
-    return found
-
-
 def warped_square(affine: np.ndarray, shape: tuple[int, ...], size: int = 512, grow: int = 2) -> np.ndarray:
     corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64)
     inverse = cv2.invertAffineTransform(affine)
@@ -69,18 +36,6 @@ def warped_square(affine: np.ndarray, shape: tuple[int, ...], size: int = 512, g
     mask = np.zeros(shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, np.round(polygon).astype(np.int32), 1)
     return cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
-
-
-def no_network(*args: object, **kwargs: object) -> None:
-    raise AssertionError("GfpganRestorer tried to use the network")
-
-
-@pytest.fixture(scope="module")
-def offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", no_network)
-        patch.setattr(socket, "create_connection", no_network)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +47,13 @@ def restorer(gfpgan_checkpoint: Path, offline: None) -> GfpganRestorer:
 
 
 @pytest.fixture(scope="module")
-def two_faces() -> np.ndarray:
-    photo = cv2.imread(str(package_dir("insightface") / "data" / "images" / "t1.jpg"), cv2.IMREAD_COLOR)
-    assert photo is not None
-    return np.ascontiguousarray(photo[TWO_FACES])
+def two_faces(load_photo: Callable[[str], np.ndarray]) -> np.ndarray:
+    return np.ascontiguousarray(load_photo("t1.jpg")[TWO_FACES])
 
 
 @pytest.fixture(scope="module")
 def restored(
-    restorer: GfpganRestorer, two_faces: np.ndarray, offline: None
+    restorer: GfpganRestorer, two_faces: np.ndarray, dlib_landmarks5: Callable[..., list[np.ndarray]], offline: None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     landmarks = dlib_landmarks5(two_faces)
     assert len(landmarks) == 2

@@ -15,9 +15,7 @@ analyser needs with `onnx.helper`, in the shapes insightface routes by:
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -38,14 +36,6 @@ DETECTOR_SIZE = 640
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
 SCORE = 0.9
-
-
-def photo(name: str) -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None, "insightface (test data) is not installed"
-    image = cv2.imread(str(Path(spec.origin).parent / "data" / "images" / name))
-    assert image is not None
-    return image
 
 
 def detector_scale(image: np.ndarray) -> float:
@@ -109,21 +99,9 @@ def write_embedder(path: Path) -> None:
     save_model(path, nodes, [image], [embedding], "pooled_projection_embedder")
 
 
-def no_network(*args: object, **kwargs: object) -> None:
-    raise AssertionError("the analyser tried to use the network")
-
-
 @pytest.fixture(scope="module")
-def offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", no_network)
-        patch.setattr(socket, "create_connection", no_network)
-        yield
-
-
-@pytest.fixture(scope="module")
-def group_photo() -> np.ndarray:
-    return photo("t1.jpg")
+def group_photo(load_photo: Callable[[str], np.ndarray]) -> np.ndarray:
+    return load_photo("t1.jpg")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ released file's layout, through the production loader, on the CPU."""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,14 +19,6 @@ from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.restoration.gfpgan import GfpganRestorer
 
 STAGES = {"decode", "analyze", "align", "restore", "paste", "measure", "encode"}
-
-
-def photo(name: str) -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None, "insightface (test data) is not installed"
-    image = cv2.imread(str(Path(spec.origin).parent / "data" / "images" / name))
-    assert image is not None
-    return image
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -44,8 +36,10 @@ def analyzer() -> DlibFaceAnalyzer:
     return DlibFaceAnalyzer()
 
 
-def test_classical_pipeline_restores_every_face_of_the_group_photo(analyzer: DlibFaceAnalyzer) -> None:
-    original = photo("t1.jpg")
+def test_classical_pipeline_restores_every_face_of_the_group_photo(
+    analyzer: DlibFaceAnalyzer, load_photo: Callable[[str], np.ndarray]
+) -> None:
+    original = load_photo("t1.jpg")
     pipeline = RestorationPipeline(ClassicalRestorer(), analyzer, ClassicalRestorer(), 256, 92)
 
     result = pipeline.run(jpeg(original))
@@ -80,11 +74,11 @@ def test_image_without_a_face_is_enhanced_whole_and_says_so(analyzer: DlibFaceAn
 
 
 def test_gfpgan_pipeline_on_a_real_photo_changes_only_the_faces(
-    gfpgan_checkpoint: Path, analyzer: DlibFaceAnalyzer
+    gfpgan_checkpoint: Path, analyzer: DlibFaceAnalyzer, load_photo: Callable[[str], np.ndarray]
 ) -> None:
     restorer = GfpganRestorer(gfpgan_checkpoint, device="cpu", batch_size=2)
     # Two faces of the group photo: a real batch, with background around them.
-    original = np.ascontiguousarray(photo("t1.jpg")[100:480, 0:440])
+    original = np.ascontiguousarray(load_photo("t1.jpg")[100:480, 0:440])
     content = cv2.imencode(".png", original)[1].tobytes()
     pipeline = RestorationPipeline(restorer, analyzer, ClassicalRestorer(), 256, 100)
 
