@@ -22,7 +22,7 @@ import torch
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
 from inference_service.pipeline import RestorationPipeline
 from inference_service.restoration.classical import ClassicalRestorer
-from inference_service.restoration.gfpgan import GfpganRestorer
+from inference_service.restoration.gfpgan import RELEASED_ARCHITECTURE, GfpganRestorer
 
 PHOTOS = ("t1.jpg", "Tom_Hanks_54745.png")
 
@@ -35,21 +35,10 @@ def photo_dir() -> Path:
 
 
 def random_gfpgan_weights(directory: Path) -> Path:
-    from spandrel.architectures.GFPGAN.__arch.gfpganv1_clean_arch import GFPGANv1Clean
+    from spandrel.architectures.GFPGAN import GFPGAN
 
     torch.manual_seed(0)
-    network = GFPGANv1Clean(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
+    network = GFPGAN(**RELEASED_ARCHITECTURE)
     path = directory / "GFPGANv1.4.pth"
     torch.save({"params_ema": network.state_dict()}, path)
     return path

@@ -30,6 +30,21 @@ log = get_logger(__name__)
 
 FACE_SIZE = 512
 ARCHITECTURE_ID = "GFPGAN"
+# GFPGANv1Clean's hyper-parameters in the released v1.3 and v1.4 checkpoints (as GFPGANer
+# builds the network). spandrel reads them off the state dict; tests and benchmarks use
+# them to build a network of the released shape.
+RELEASED_ARCHITECTURE: dict[str, Any] = {
+    "out_size": FACE_SIZE,
+    "num_style_feat": 512,
+    "channel_multiplier": 2,
+    "decoder_load_path": None,
+    "fix_decoder": False,
+    "num_mlp": 8,
+    "input_is_latent": True,
+    "different_w": True,
+    "narrow": 1,
+    "sft_half": True,
+}
 HALF_CHOICES = ("auto", "true", "false")
 
 
