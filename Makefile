@@ -11,7 +11,7 @@ GEN_DIR := libs/common
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help setup proto lint lint-checks test run brokers bench clean
+.PHONY: help setup proto lint lint-checks test run brokers bench clean kubectl k8s-manifests
 
 help:
 	@echo "make run    start the whole platform on this machine (gateway on http://127.0.0.1:8080)"
@@ -53,7 +53,13 @@ $(VENV)/.installed: $(GEN_DIR)/.proto-stamp libs/common/pyproject.toml $(foreach
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-setup: $(VENV)/.installed $(BUF)
+# kubectl's built-in kustomize renders deploy/k8s in the tests (Debian: kubernetes-client).
+kubectl:
+	@command -v kubectl >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& apt-get install -y -qq --no-install-recommends kubernetes-client; } \
+		|| { echo "kubectl is missing: install Debian's kubernetes-client" >&2; exit 1; }
+
+setup: $(VENV)/.installed $(BUF) kubectl
 
 brokers:
 	deploy/local/ensure-brokers.sh
@@ -70,10 +76,14 @@ lint-checks:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd proto && ../$(BUF) lint
-	$(BIN)/hadolint services/*/Dockerfile
+	$(BIN)/hadolint Dockerfile
 
 run: setup brokers
 	$(BIN)/python deploy/local/stack.py
+
+# deploy/k8s/base/ from the chart's production render (helm/facerestore/ci/gpu-values.yaml).
+k8s-manifests: setup
+	$(BIN)/python deploy/k8s/render.py
 
 bench: setup
 	$(BIN)/python benchmarks/inference.py

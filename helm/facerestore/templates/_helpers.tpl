@@ -17,7 +17,12 @@
 {{- end }}
 {{- end }}
 
-{{/* Labels. Takes (dict "root" $ "component" "<service>"); component may be left out. */}}
+{{/* Name of one component's objects: (dict "root" $ "component" "<name>"). */}}
+{{- define "facerestore.componentName" -}}
+{{- printf "%s-%s" (include "facerestore.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels. Take (dict "root" $ "component" "<name>"); component may be left out. */}}
 {{- define "facerestore.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "facerestore.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
@@ -34,177 +39,214 @@ app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 
+{{/*
+The platform's own services: their port, what kind of server they are and which keys of the
+services Secret they get. Ports are the services' defaults; every one also serves /metrics on 9100.
+*/}}
+{{- define "facerestore.components" -}}
+gateway:
+  server: http
+  port: 8080
+  image: gateway
+  secretEnv: [REDIS_URL]
+  optionalSecretEnv: []
+auth:
+  server: grpc
+  port: 50051
+  image: auth
+  secretEnv: [MONGO_URL, REDIS_URL, OTP_HMAC_SECRET]
+  optionalSecretEnv: [TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_MESSAGING_SERVICE_SID, SMTP_PASSWORD]
+upload:
+  server: grpc
+  port: 50052
+  image: upload
+  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY]
+  optionalSecretEnv: []
+history:
+  server: grpc
+  port: 50053
+  image: history
+  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, DOWNLOAD_TOKEN_SECRET]
+  optionalSecretEnv: [QDRANT_API_KEY]
+admin:
+  server: grpc
+  port: 50054
+  image: admin
+  secretEnv: [MONGO_URL]
+  optionalSecretEnv: []
+inference:
+  server: worker
+  port: 9100
+  image: inference
+  roles: restore
+  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY]
+  optionalSecretEnv: []
+embedder:
+  server: worker
+  port: 9100
+  image: inference
+  roles: embed
+  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY]
+  optionalSecretEnv: []
+{{- end }}
+
+{{- define "facerestore.metricsPort" -}}9100{{- end }}
+
+{{/* The components that are switched on, in a stable order. */}}
+{{- define "facerestore.enabledComponents" -}}
+{{- $names := list }}
+{{- range $name := list "gateway" "auth" "upload" "history" "admin" "inference" "embedder" }}
+{{- if (index $.Values $name).enabled }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
 {{- define "facerestore.configName" -}}
 {{- printf "%s-config" (include "facerestore.fullname" .) }}
 {{- end }}
 
+{{/* The Secret every service reads its credentials and endpoints from. */}}
 {{- define "facerestore.secretName" -}}
-{{- .Values.external.existingSecret | default (printf "%s-external" (include "facerestore.fullname" .)) }}
+{{- .Values.secrets.existingSecret | default (printf "%s-env" (include "facerestore.fullname" .)) }}
 {{- end }}
 
-{{/* In-cluster gRPC target of a service: (dict "root" $ "component" "<service>"). */}}
+{{- define "facerestore.jwtKeysSecretName" -}}
+{{- .Values.jwtKeys.secretName | default (printf "%s-jwt-keys" (include "facerestore.fullname" .)) }}
+{{- end }}
+
+{{/* In-cluster gRPC target of a service, through its headless Service: (dict "root" $ "component" "<name>"). */}}
 {{- define "facerestore.grpcTarget" -}}
-{{- $service := index .root.Values.services .component }}
-{{- printf "%s-%s:%d" (include "facerestore.fullname" .root) .component (int $service.port) }}
+{{- $component := index (include "facerestore.components" .root | fromYaml) .component }}
+{{- printf "dns:///%s-grpc:%d" (include "facerestore.componentName" .) (int $component.port) }}
+{{- end }}
+
+{{/* Image reference: (dict "root" $ "image" <values image block> "default" "<name>"). */}}
+{{- define "facerestore.image" -}}
+{{- $repository := .image.repository | default (printf "facerestore/%s" .default) }}
+{{- printf "%s%s:%s" .root.Values.image.registry $repository (.image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion) }}
+{{- end }}
+
+{{/* The most pods a component may run: KEDA's or the HPA's maximum, else its replicas. */}}
+{{- define "facerestore.maxReplicas" -}}
+{{- $values := index .root.Values .component }}
+{{- if and $values.keda $values.keda.enabled }}
+{{- $values.keda.maxReplicaCount }}
+{{- else if and $values.autoscaling $values.autoscaling.enabled }}
+{{- $values.autoscaling.maxReplicas }}
+{{- else }}
+{{- $values.replicas }}
+{{- end }}
+{{- end }}
+
+{{/* Whether a component's replica count is left to an autoscaler (HPA or KEDA): "true" or "". */}}
+{{- define "facerestore.autoscaled" -}}
+{{- $values := index .root.Values .component }}
+{{- if or (and $values.keda $values.keda.enabled) (and $values.autoscaling $values.autoscaling.enabled) }}true{{- end }}
+{{- end }}
+
+{{/* Whether a component can run more than one pod, so that spreading matters: "true" or "". */}}
+{{- define "facerestore.multiReplica" -}}
+{{- if gt (int (include "facerestore.maxReplicas" .)) 1 }}true{{- end }}
+{{- end }}
+
+{{/* Pod-level scheduling: GPU placement and priority, set per component. */}}
+{{- define "facerestore.scheduling" -}}
+{{- $values := index .root.Values .component }}
+{{- with $values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and $values.topologySpread.enabled (include "facerestore.multiReplica" .) }}
+topologySpreadConstraints:
+  {{- range $values.topologySpread.topologyKeys }}
+  - maxSkew: {{ $values.topologySpread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "facerestore.selectorLabels" $ | nindent 8 }}
+    matchLabelKeys: [pod-template-hash]
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Container resources with the GPU count added to requests and limits. */}}
+{{- define "facerestore.resources" -}}
+{{- $values := index .root.Values .component }}
+{{- $resources := deepCopy ($values.resources | default dict) }}
+{{- if gt (int ($values.gpu | default 0)) 0 }}
+{{- $gpu := int $values.gpu }}
+{{- $resourceName := .root.Values.gpuResourceName }}
+{{- $_ := set $resources "limits" (merge (dict $resourceName $gpu) ($resources.limits | default dict)) }}
+{{- $_ := set $resources "requests" (merge (dict $resourceName $gpu) ($resources.requests | default dict)) }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/* Pods of in-chart dependencies or of a component, for NetworkPolicy peers. */}}
+{{- define "facerestore.podPeer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "facerestore.selectorLabels" . | nindent 6 }}
 {{- end }}
 
 {{/*
-Deployment and Service of one service: (dict "root" $ "component" "<service>").
+Egress to one dependency (mongodb, rabbitmq, redis, minio, qdrant): the in-chart StatefulSet's pods
+when it is enabled, else the peers and ports the operator lists under networkPolicy.external.
 */}}
-{{- define "facerestore.workload" -}}
-{{- $root := .root }}
-{{- $component := .component }}
-{{- $service := index $root.Values.services $component }}
-{{- $name := printf "%s-%s" (include "facerestore.fullname" $root) $component }}
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ $name }}
-  namespace: {{ $root.Release.Namespace }}
-  labels:
-    {{- include "facerestore.labels" . | nindent 4 }}
-spec:
-  replicas: {{ $service.replicas }}
-  selector:
-    matchLabels:
-      {{- include "facerestore.selectorLabels" . | nindent 6 }}
-  template:
-    metadata:
-      labels:
-        {{- include "facerestore.selectorLabels" . | nindent 8 }}
-      annotations:
-        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
-    spec:
-      automountServiceAccountToken: false
-      enableServiceLinks: false
-      terminationGracePeriodSeconds: {{ $service.terminationGracePeriodSeconds | default 30 }}
-      {{- with $root.Values.imagePullSecrets }}
-      imagePullSecrets:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      securityContext:
-        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      containers:
-        - name: {{ $component }}
-          image: {{ printf "%s:%s" $service.image.repository ($service.image.tag | default $root.Chart.AppVersion) | quote }}
-          imagePullPolicy: {{ $root.Values.imagePullPolicy }}
-          securityContext:
-            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
-          ports:
-            - name: {{ $service.protocol }}
-              containerPort: {{ $service.port }}
-              protocol: TCP
-          envFrom:
-            - configMapRef:
-                name: {{ include "facerestore.configName" $root }}
-          env:
-            - name: {{ get (dict "grpc" "GRPC_PORT" "http" "HTTP_PORT" "metrics" "METRICS_PORT") $service.protocol }}
-              value: {{ $service.port | quote }}
-            {{- if eq $component "auth" }}
-            - name: JWT_KEY_DIR
-              value: /var/run/facerestore/jwt-keys
-            {{- end }}
-            {{- range $key, $value := $service.env }}
-            - name: {{ $key }}
-              value: {{ $value | quote }}
-            {{- end }}
-            {{- range $service.secretEnv }}
-            - name: {{ . }}
-              valueFrom:
-                secretKeyRef:
-                  name: {{ include "facerestore.secretName" $root }}
-                  key: {{ . }}
-            {{- end }}
-            {{- range $service.optionalSecretEnv }}
-            - name: {{ . }}
-              valueFrom:
-                secretKeyRef:
-                  name: {{ include "facerestore.secretName" $root }}
-                  key: {{ . }}
-                  optional: true
-            {{- end }}
-          {{- if eq $service.protocol "grpc" }}
-          readinessProbe:
-            grpc:
-              port: {{ $service.port }}
-            periodSeconds: 10
-          livenessProbe:
-            grpc:
-              port: {{ $service.port }}
-            initialDelaySeconds: 15
-            periodSeconds: 20
-          {{- else }}
-          readinessProbe:
-            httpGet:
-              path: {{ ternary "/readyz" "/metrics" (eq $service.protocol "http") }}
-              port: {{ $service.protocol }}
-            periodSeconds: 10
-          livenessProbe:
-            httpGet:
-              path: {{ ternary "/healthz" "/metrics" (eq $service.protocol "http") }}
-              port: {{ $service.protocol }}
-            initialDelaySeconds: 15
-            periodSeconds: 20
-          {{- end }}
-          resources:
-            {{- toYaml $service.resources | nindent 12 }}
-          volumeMounts:
-            - name: tmp
-              mountPath: /tmp
-            {{- if eq $component "auth" }}
-            - name: jwt-keys
-              mountPath: /var/run/facerestore/jwt-keys
-              readOnly: {{ not (empty $service.signingKeysSecret) }}
-            {{- end }}
-            {{- if eq $component "inference" }}
-            - name: models
-              mountPath: /var/lib/facerestore/models
-              readOnly: true
-            {{- end }}
-      volumes:
-        - name: tmp
-          emptyDir:
-            sizeLimit: 64Mi
-        {{- if eq $component "auth" }}
-        - name: jwt-keys
-          {{- if $service.signingKeysSecret }}
-          secret:
-            secretName: {{ $service.signingKeysSecret }}
-            defaultMode: 0440
-          {{- else }}
-          emptyDir:
-            sizeLimit: 1Mi
-          {{- end }}
-        {{- end }}
-        {{- if eq $component "inference" }}
-        # Weights (GFPGANv1.4.pth, models/buffalo_l) put in place by the operator; without a
-        # claim the volume is empty and the worker runs the weight-free backends.
-        - name: models
-          {{- if $service.modelsClaim }}
-          persistentVolumeClaim:
-            claimName: {{ $service.modelsClaim }}
-            readOnly: true
-          {{- else }}
-          emptyDir:
-            sizeLimit: 1Mi
-          {{- end }}
-        {{- end }}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {{ $name }}
-  namespace: {{ $root.Release.Namespace }}
-  labels:
-    {{- include "facerestore.labels" . | nindent 4 }}
-spec:
-  type: ClusterIP
-  selector:
-    {{- include "facerestore.selectorLabels" . | nindent 4 }}
+{{- define "facerestore.dependencyEgress" -}}
+{{- $dependency := index .root.Values.dependencies .dependency }}
+{{- if $dependency.enabled }}
+- to:
+    {{- include "facerestore.podPeer" (dict "root" .root "component" .dependency) | nindent 4 }}
   ports:
-    - name: {{ $service.protocol }}
-      port: {{ $service.port }}
-      targetPort: {{ $service.protocol }}
+    {{- range (include "facerestore.dependencyPorts" . | fromJsonArray) }}
+    - port: {{ . }}
       protocol: TCP
-      appProtocol: {{ ternary "grpc" "http" (eq $service.protocol "grpc") }}
+    {{- end }}
+{{- else }}
+{{- $external := index .root.Values.networkPolicy.external .dependency }}
+{{- if $external.to }}
+- to:
+    {{- toYaml $external.to | nindent 4 }}
+  ports:
+    {{- range $external.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The client ports of an in-chart dependency. */}}
+{{- define "facerestore.dependencyPorts" -}}
+{{- $ports := dict "mongodb" (list 27017) "rabbitmq" (list 5672) "redis" (list 6379) "minio" (list 9000) "qdrant" (list 6333 6334) }}
+{{- index $ports .dependency | toJson }}
+{{- end }}
+
+{{/* Pod annotations that roll the pods when their configuration or credentials change. */}}
+{{- define "facerestore.checksumAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if .Values.secrets.existingSecret }}
+{{- /* The Secret is not ours: its data as the cluster has it when installing or upgrading. */}}
+checksum/secret: {{ (lookup "v1" "Secret" .Release.Namespace .Values.secrets.existingSecret).data | toJson | sha256sum }}
+{{- else }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
 {{- end }}
