@@ -21,7 +21,7 @@ import pytest
 from PIL import ExifTags, Image, ImageCms
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from upload_service.validation import ImageLimits, NormalisedImage, normalise
+from facerestore_common.images import ImageLimits, NormalisedImage, normalise
 
 LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000, min_side=64, jpeg_quality=92)
 JPEG_START = b"\xff\xd8\xff"

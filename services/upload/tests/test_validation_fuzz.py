@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import ExifTags, Image
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from upload_service.validation import ImageLimits, normalise
+from facerestore_common.images import ImageLimits, normalise
 
 # Small limits keep each example fast, and put the refusals (too small, too large) within reach.
 # Pillow's warnings about damaged EXIF and APNG data: the damage is the point here.

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from upload_service import jpeg_markers, png_chunks
+from facerestore_common.images import jpeg_markers, png_chunks
+from facerestore_common.settings import ImageLimitSettings
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = png_chunks.SIGNATURE
@@ -48,6 +49,16 @@ class ImageLimits:
     max_side: int
     min_side: int
     jpeg_quality: int
+
+    @classmethod
+    def from_settings(cls, settings: ImageLimitSettings) -> ImageLimits:
+        return cls(
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_side=settings.max_image_side,
+            min_side=settings.min_image_side,
+            jpeg_quality=settings.jpeg_quality,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""Every engine parameter of the face index, in one place: both adapters read them from an
+EngineTuning (DEFAULT_TUNING unless one is passed in), and benchmarks/search.py passes its own
+to measure another setting.
+
+The defaults follow what was measured on this kind of machine (2 cores) on 200,000 512-d
+clustered face vectors: HNSW m 16 / ef_construct 100 / ef 128 gives recall@10 ~0.95 unfiltered
+and ~0.995 per user. Payload indexes add HNSW links for their field by default, which tripled
+the build time for nothing; only the user id (every user-scoped query filters on it) may have
+them (`user_id_hnsw`), the other fields are filtered through their payload index alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Quantization = Literal["none", "int8"]
+
+
+@dataclass(frozen=True)
+class EngineTuning:
+    # HNSW graph: links per node, and the candidate list while building.
+    m: int = 16
+    ef_construct: int = 100
+    # Links per node in the extra graphs built for payload-indexed fields (None: m).
+    payload_m: int | None = None
+    # Below this many kilobytes of vectors matching a filter, search scans them exactly
+    # through the payload index instead of walking the graph.
+    full_scan_threshold_kb: int = 10_000
+    # Candidate list while searching: higher is more accurate and slower.
+    hnsw_ef: int = 128
+    # Scalar int8 quantization (4x less memory for the searched copy); rescored with the
+    # original vectors over oversampling x top_k candidates.
+    quantization: Quantization = "none"
+    quantization_oversampling: float = 2.0
+    # Whether the user id's payload index builds its own HNSW links (fast, accurate per-user
+    # search at the price of build time); `user_id_is_tenant` also stores each user's points
+    # together (Qdrant's multitenancy layout).
+    user_id_hnsw: bool = True
+    user_id_is_tenant: bool = False
+    # Segments smaller than this (KB of vectors) are searched exactly and not indexed;
+    # None: the engine's default.
+    indexing_threshold_kb: int | None = None
+    max_segment_size_kb: int | None = None
+    # Embedded engine only. Qdrant Edge has no background optimizer, and its optimize() holds
+    # the interpreter lock while it runs, pausing the whole service (20,000 512-d faces: ~54 s
+    # on this 2-core machine). New faces stay in the appendable segment, searched exactly
+    # (per user ~0.1 ms; unfiltered ~2 ms per 10,000 512-d faces), until this many wait -
+    # where an unfiltered exact search nears 20 ms - and then one optimize() runs once no
+    # search or write came for `optimize_quiet_seconds` (checked every
+    # `optimize_check_seconds`). The reindex CLI optimizes at its end.
+    optimize_unindexed_points: int = 100_000
+    optimize_quiet_seconds: float = 60.0
+    optimize_check_seconds: float = 30.0
+    # Points per engine write (bounds how long one call holds the interpreter lock).
+    upsert_batch: int = 256
+
+
+DEFAULT_TUNING = EngineTuning()
