@@ -1,5 +1,5 @@
 """Fixtures shared by the inference tests: the real face photos, dlib's five landmarks, a
-guard against network use, and a GFPGAN checkpoint in the released layout."""
+guard against network use, and GFPGAN and CodeFormer checkpoints in the released layout."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import torch
 from spandrel.architectures.GFPGAN import GFPGAN
 
+from inference_service.restoration import codeformer
 from inference_service.restoration.gfpgan import RELEASED_ARCHITECTURE
 
 PhotoLoader = Callable[[str], np.ndarray]
@@ -82,5 +83,16 @@ def gfpgan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     network = GFPGAN(**RELEASED_ARCHITECTURE)
     path = tmp_path_factory.mktemp("weights") / "GFPGANv1.4.pth"
+    torch.save({"params_ema": network.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def codeformer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised CodeFormer with the released network's hyper-parameters, saved in
+    the released file's layout ({"params_ema": state_dict}) under the released name."""
+    torch.manual_seed(0)
+    network = codeformer.codeformer_class()(**codeformer.RELEASED_ARCHITECTURE)
+    path = tmp_path_factory.mktemp("weights") / "codeformer.pth"
     torch.save({"params_ema": network.state_dict()}, path)
     return path

@@ -50,7 +50,7 @@ def test_classical_pipeline_restores_every_face_of_the_group_photo(
     assert set(result.stage_ms) == STAGES
     assert (result.backend, result.restorer_model, result.analyzer_model) == (
         "classical",
-        "classical-opencv-v1",
+        "classical-opencv-v2",
         "dlib-resnet-v1",
     )
     # The restored faces are still the same people...

@@ -22,9 +22,13 @@ class Restorer(Protocol):
         """uint8 HxWx3 BGR in, uint8 HxWx3 BGR out, same size."""
         ...
 
-    def restore_faces(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+    def restore_faces(self, faces: list[np.ndarray], fidelity: float | None = None) -> list[np.ndarray]:
         """Aligned 512x512 uint8 BGR face crops in, restored crops of the same shape out,
-        in the same order."""
+        in the same order.
+
+        fidelity: how close to the input the result stays, in [0, 1] (0 strongest restoration,
+        1 closest to the input); None is the restorer's default. A restorer without such a dial
+        (GFPGAN, classical) ignores it, but still refuses a value outside [0, 1]."""
         ...
 
 
@@ -45,3 +49,11 @@ def check_bgr(image_bgr: np.ndarray) -> None:
         raise ValueError(f"expected an HxWx3 image, got shape {image_bgr.shape}")
     if image_bgr.shape[0] < 1 or image_bgr.shape[1] < 1:
         raise ValueError("empty image")
+
+
+def check_fidelity(fidelity: float) -> float:
+    """A fidelity weight is a number in [0, 1]; anything else (NaN included) is a ValueError."""
+    value = float(fidelity)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"fidelity must be between 0 and 1, got {fidelity!r}")
+    return value

@@ -1,6 +1,8 @@
 """Batching across messages: faces that several messages submit within a short window are
 restored in one forward pass (a GPU restores a batch of faces in about the time of one).
-Each caller gets back exactly its own faces, in order."""
+Each caller gets back exactly its own faces, in order. Faces asked for at different fidelity
+weights are collected together but go through the network in one pass per weight (a forward
+pass takes one weight for the whole batch)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from inference_service.restoration.base import Restorer
+from inference_service.restoration.base import Restorer, check_fidelity
 
-Request = tuple[list[np.ndarray], "Future[list[np.ndarray]]"]
+Request = tuple[list[np.ndarray], float | None, "Future[list[np.ndarray]]"]
 
 
 class BatchingRestorer:
@@ -36,14 +38,16 @@ class BatchingRestorer:
     def restore(self, image_bgr: np.ndarray) -> np.ndarray:
         return self._inner.restore(image_bgr)
 
-    def restore_faces(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+    def restore_faces(self, faces: list[np.ndarray], fidelity: float | None = None) -> list[np.ndarray]:
+        if fidelity is not None:
+            fidelity = check_fidelity(fidelity)  # refused in the caller's thread, not the batch's
         if not faces:
             return []
         with self._start_lock:
             if not self._worker.is_alive():
                 self._worker.start()
         result: Future[list[np.ndarray]] = Future()
-        self._requests.put((faces, result))
+        self._requests.put((faces, fidelity, result))
         return result.result()
 
     def _collect(self) -> list[Request]:
@@ -66,14 +70,21 @@ class BatchingRestorer:
     def _serve(self) -> None:
         while True:
             pending = self._collect()
-            faces = [face for request_faces, _ in pending for face in request_faces]
-            try:
-                restored = self._inner.restore_faces(faces)
-            except BaseException as error:  # every waiting caller gets the failure
-                for _, result in pending:
-                    result.set_exception(error)
-                continue
-            start = 0
-            for request_faces, result in pending:
-                result.set_result(restored[start : start + len(request_faces)])
-                start += len(request_faces)
+            by_fidelity: dict[float | None, list[Request]] = {}
+            for request in pending:
+                by_fidelity.setdefault(request[1], []).append(request)
+            for fidelity, group in by_fidelity.items():
+                self._restore_group(group, fidelity)
+
+    def _restore_group(self, group: list[Request], fidelity: float | None) -> None:
+        faces = [face for request_faces, _, _ in group for face in request_faces]
+        try:
+            restored = self._inner.restore_faces(faces, fidelity)
+        except BaseException as error:  # every waiting caller gets the failure
+            for _, _, result in group:
+                result.set_exception(error)
+            return
+        start = 0
+        for request_faces, _, result in group:
+            result.set_result(restored[start : start + len(request_faces)])
+            start += len(request_faces)

@@ -1,34 +1,46 @@
-"""GFPGAN v1.x ("clean" architecture, e.g. the released GFPGANv1.4.pth) as a Restorer.
+"""GFPGAN v1.x ("clean" architecture: the released GFPGANv1.3.pth and GFPGANv1.4.pth) as a
+Restorer.
 
 The network is loaded with spandrel, chaiNNer's maintained model loader, which carries the
 same GFPGANv1Clean code as the gfpgan package. The gfpgan package itself is not used: importing
 it pulls in basicsr's whole training and data stack (lmdb, tb-nightly, and
-torchvision.transforms.functional_tensor, which current torchvision no longer has). spandrel
-reads checkpoints with a restricted unpickler and never downloads anything; neither does this
-module: a missing file is WeightsMissing, naming it.
+torchvision.transforms.functional_tensor, which current torchvision no longer has).
 
-Tensors follow GFPGANer.enhance: RGB scaled to [-1, 1] in, [-1, 1] out. The decoder uses the
-noise maps stored in the checkpoint instead of fresh random noise, so the same face always
-restores to the same pixels."""
+v1.3 and v1.4 are the same network with different training (GFPGANer builds both as
+arch="clean", channel_multiplier=2), so one loader serves both: GFPGAN_WEIGHTS names the file.
+GFPGAN has no fidelity dial; a fidelity asked for is checked and otherwise ignored.
+
+The decoder uses the noise maps stored in the checkpoint instead of fresh random noise, so the
+same face always restores to the same pixels."""
 
 from __future__ import annotations
 
-import hashlib
-import pickle  # only for its exception type: spandrel unpickles through a whitelist
-import threading
-from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 
-from facerestore_common.logging import get_logger
-from inference_service.restoration.base import WeightsMissing, check_bgr
+from inference_service.restoration.face_network import (
+    FACE_SIZE,
+    HALF_CHOICES,
+    FaceNetworkRestorer,
+    faces_to_tensor,
+    file_sha256,
+    resolve_device,
+    tensor_to_faces,
+)
 
-log = get_logger(__name__)
+__all__ = [
+    "ARCHITECTURE_ID",
+    "FACE_SIZE",
+    "HALF_CHOICES",
+    "RELEASED_ARCHITECTURE",
+    "GfpganRestorer",
+    "faces_to_tensor",
+    "file_sha256",
+    "resolve_device",
+    "tensor_to_faces",
+]
 
-FACE_SIZE = 512
 ARCHITECTURE_ID = "GFPGAN"
 # GFPGANv1Clean's hyper-parameters in the released v1.3 and v1.4 checkpoints (as GFPGANer
 # builds the network). spandrel reads them off the state dict; tests and benchmarks use
@@ -45,146 +57,13 @@ RELEASED_ARCHITECTURE: dict[str, Any] = {
     "narrow": 1,
     "sft_half": True,
 }
-HALF_CHOICES = ("auto", "true", "false")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def faces_to_tensor(faces: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 BGR HxWx3 crops to an NCHW RGB tensor in [-1, 1]."""
-    batch = np.ascontiguousarray(np.stack(faces)[..., ::-1].transpose(0, 3, 1, 2))
-    return torch.from_numpy(batch).to(device=device).to(dtype).div_(127.5).sub_(1.0)
-
-
-def tensor_to_faces(output: torch.Tensor, inputs: torch.Tensor) -> list[np.ndarray]:
-    """An NCHW RGB tensor in [-1, 1] to uint8 BGR crops. A NaN takes the input's value at that
-    place; infinities and overshoot are clamped."""
-    output = torch.where(torch.isnan(output), inputs, output).float().clamp_(-1.0, 1.0)
-    pixels = output.add_(1.0).mul_(127.5).round_().to(torch.uint8).cpu().numpy()
-    return [np.ascontiguousarray(face.transpose(1, 2, 0)[..., ::-1]) for face in pixels]
-
-
-class GfpganRestorer:
+class GfpganRestorer(FaceNetworkRestorer):
     name = "gfpgan"
+    architecture_id = ARCHITECTURE_ID
+    weights_hint = "GFPGAN v1.x clean weights, e.g. GFPGANv1.4.pth or GFPGANv1.3.pth"
 
-    def __init__(
-        self,
-        model_path: Path,
-        sha256: str | None = None,
-        device: str = "auto",
-        half: str = "auto",
-        batch_size: int = 4,
-    ) -> None:
-        """device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-        half: fp16 weights, only ever on CUDA. "auto" follows spandrel's supports_half, which is
-        False for GFPGAN (fp16 untested upstream), so it runs in fp32; "true" forces fp16 on
-        CUDA; "false" never. sha256: when given, a file with another digest is refused."""
-        if half not in HALF_CHOICES:
-            raise ValueError(f"half must be one of {HALF_CHOICES}, got {half!r}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.model_path = Path(model_path)
-        self.expected_sha256 = sha256.strip().lower() if sha256 else None
-        self.device_setting = device
-        self.half_setting = half
-        self.batch_size = batch_size
-        # The weights' digest is known for certain only once load() has read the file.
-        self.model_id = f"gfpgan-{self.expected_sha256[:12]}" if self.expected_sha256 else "gfpgan"
-        self.device = torch.device("cpu")
-        self.half = False
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> None:
-        with self._lock:
-            if self._model is None:
-                self._model = self._load()
-
-    def _load(self) -> Any:
-        path = self.model_path
-        if not path.is_file():
-            raise WeightsMissing(path, "GFPGAN v1.x clean weights, e.g. GFPGANv1.4.pth")
-        actual = file_sha256(path)
-        if self.expected_sha256 and actual != self.expected_sha256:
-            raise ValueError(f"sha256 mismatch for {path}: expected {self.expected_sha256}, actual {actual}")
-        device = resolve_device(self.device_setting)
-
-        import spandrel  # deferred: importing it registers every architecture (~1 s)
-
-        loader = spandrel.ModelLoader(device)  # load_from_file, in its two steps
-        try:
-            state_dict = loader.load_state_dict_from_file(path)
-        except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-            raise ValueError(f"{path} could not be read as a checkpoint: {error}") from error
-        try:
-            descriptor = loader.load_from_state_dict(state_dict)
-        except spandrel.UnsupportedModelError as error:
-            raise ValueError(f"{path} is not a GFPGAN v1.x clean checkpoint: spandrel does not recognise it") from error
-        if descriptor.architecture.id != ARCHITECTURE_ID:
-            raise ValueError(
-                f"{path} is a {descriptor.architecture.name} checkpoint ({descriptor.architecture.id}), "
-                f"not {ARCHITECTURE_ID}"
-            )
-        # spandrel marks GFPGAN as not fp16-safe; "auto" honours that, "true" overrides it.
-        half = device.type == "cuda" and (
-            self.half_setting == "true" or (self.half_setting == "auto" and descriptor.supports_half)
-        )
-        model = descriptor.model
-        model.eval().requires_grad_(False)
-        if half:
-            model.half()
-        self.device, self.half = device, half
-        self.model_id = f"gfpgan-{actual[:12]}"
-        log.info("gfpgan_loaded", model_path=str(path), model_id=self.model_id, device=str(device), half=half)
-        return model
-
-    def restore_faces(self, faces: list[np.ndarray]) -> list[np.ndarray]:
-        for face in faces:
-            check_bgr(face)
-            if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
-                raise ValueError(f"expected {FACE_SIZE}x{FACE_SIZE} aligned crops, got {face.shape[:2]}")
-        if not faces:
-            return []
-        self.load()
-        dtype = torch.float16 if self.half else torch.float32
-        restored: list[np.ndarray] = []
-        with torch.inference_mode():
-            for start in range(0, len(faces), self.batch_size):
-                inputs = faces_to_tensor(faces[start : start + self.batch_size], self.device, dtype)
-                output = self._model(inputs, return_rgb=False, randomize_noise=False)[0]
-                if torch.isnan(output).any():
-                    log.warning("gfpgan_nan_output", model_id=self.model_id)
-                restored.extend(tensor_to_faces(output, inputs))
-        return restored
-
-    def restore(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The whole image taken as one face crop: resized to 512, restored, resized back."""
-        check_bgr(image_bgr)
-        height, width = image_bgr.shape[:2]
-        face = cv2.resize(image_bgr, (FACE_SIZE, FACE_SIZE), interpolation=_interpolation(width, FACE_SIZE))
-        restored = self.restore_faces([face])[0]
-        return cv2.resize(restored, (width, height), interpolation=_interpolation(FACE_SIZE, width))
-
-
-def _interpolation(source: int, target: int) -> int:
-    """Area averaging to shrink (no aliasing), bicubic to enlarge."""
-    return cv2.INTER_AREA if target < source else cv2.INTER_CUBIC
+    def _forward(self, inputs: torch.Tensor, fidelity: float | None) -> torch.Tensor:
+        output: torch.Tensor = self._model(inputs, return_rgb=False, randomize_noise=False)[0]
+        return output
