@@ -1,11 +1,11 @@
-"""The optional fields of an upload: tags normalised, note and location bounded and printable."""
+"""Tags, notes and locations (uploads and edits): tags normalised, text bounded, Unicode kept, controls refused."""
 
 from __future__ import annotations
 
 import pytest
 
 from facerestore_common.errors import InvalidArgument
-from upload_service.metadata import MAX_LOCATION, MAX_NOTE, MAX_TAGS, parse_metadata
+from facerestore_common.metadata import MAX_LOCATION, MAX_NOTE, MAX_TAGS, parse_metadata
 
 
 def test_tags_are_lowercased_trimmed_and_deduplicated_in_first_seen_order() -> None:
@@ -123,3 +123,58 @@ def test_control_characters_are_refused(field: str, text: str) -> None:
         parse_metadata([], text if field == "note" else "", text if field == "location" else "")
     assert caught.value.reason == "invalid-metadata"
     assert field in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("Ground control 🧑\u200d🚀", id="zwj-astronaut"),
+        pytest.param("👨\u200d👩\u200d👧\u200d👦 family", id="zwj-family"),
+        pytest.param("❤\ufe0f", id="variation-selector"),
+        pytest.param("🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", id="subdivision-flag-tags"),
+        pytest.param("👍🏽", id="skin-tone-modifier"),
+        pytest.param("\u05e9\u05dc\u05d5\u05dd \u200f\u05e2\u05d5\u05dc\u05dd", id="hebrew-with-rlm"),
+        pytest.param("नमस्ते", id="devanagari-with-zwj-free-conjuncts"),
+    ],
+)
+@pytest.mark.parametrize("field", ["note", "location"])
+def test_unicode_text_with_joiners_and_emoji_sequences_is_kept_as_written(field: str, text: str) -> None:
+    metadata = parse_metadata([], text if field == "note" else "", text if field == "location" else "")
+
+    assert getattr(metadata, field) == text
+
+
+def test_text_is_stored_in_nfc() -> None:
+    decomposed = "Mu\u0308nchen"
+
+    metadata = parse_metadata([], decomposed, decomposed)
+
+    assert metadata.note == metadata.location == "M\u00fcnchen"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("lone \ud800 surrogate", id="lone-surrogate"),
+        pytest.param("line\u2028separator", id="line-separator"),
+        pytest.param("isolate \u2067x\u2069", id="bidi-isolate"),
+        pytest.param("c1\x85control", id="c1-next-line"),
+    ],
+)
+def test_other_invisible_controls_are_refused(text: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_metadata([], text, "")
+    assert caught.value.reason == "invalid-metadata"
+
+
+def test_a_location_is_one_line() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_metadata([], "", "Lake\nConstance")
+    assert "location" in caught.value.detail
+
+
+def test_length_counts_characters_not_bytes() -> None:
+    astronaut = "🧑\u200d🚀"  # three characters, eleven bytes in UTF-8
+    note = astronaut * (MAX_NOTE // 3)
+
+    assert parse_metadata([], note, "").note == note
