@@ -1,0 +1,276 @@
+"""The admin service's statistics from the platform's events, on a real Mongo database: usage
+bucketed by hour and day (sign-ups, sign-ins, codes, uploads, outcomes, refusals by limit, active
+users, bytes), model performance per restorer and analyser (percentiles recomputable with
+numpy), each user's activity, and nothing counted twice when an event is delivered twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from admin_service.distribution import Summary, percentile
+from admin_service.moderation import ModerationQueue
+from admin_service.projector import AdminProjector
+from admin_service.results import ModelResults
+from admin_service.timeline import Timeline
+from admin_service.usage import DAY_MS, HOUR_MS, UsageLedger
+from facerestore.events.v1 import events_pb2
+from facerestore_common import mongo
+from facerestore_common.activity import activity_envelope
+
+DAY = 1_750_000_000_000 - 1_750_000_000_000 % DAY_MS  # a UTC midnight
+T0 = DAY + 10 * HOUR_MS  # 10:00 that day
+
+
+@pytest.fixture
+async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMotorDatabase]:
+    db = mongo.connect(mongo_url, unique_name)
+    yield db
+    db.client.close()
+
+
+@pytest.fixture
+async def models(database: AsyncIOMotorDatabase) -> tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]:
+    repositories = (UsageLedger(database), ModelResults(database), Timeline(database), ModerationQueue(database))
+    for repository in repositories:
+        await repository.create_indexes()
+    return repositories
+
+
+@pytest.fixture
+def project(models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]) -> AdminProjector:
+    return AdminProjector(*models)
+
+
+def activity(event_id: str, kind: str, user_id: str, at_ms: int, count: int = 1, **labels: str) -> events_pb2.Envelope:
+    return activity_envelope("test", event_id, kind, user_id=user_id, at_ms=at_ms, count=count, labels=labels)
+
+
+def uploaded(event_id: str, image_id: str, user_id: str, at_ms: int, size: int) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="image.uploaded",
+        image_uploaded=events_pb2.ImageUploaded(image_id=image_id, user_id=user_id, size_bytes=size),
+    )
+    envelope.image_uploaded.created_at.FromMilliseconds(at_ms)
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+def restored(
+    event_id: str, image_id: str, user_id: str, at_ms: int, *, duration: float, faces: int, identity: float, gain: float
+) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="image.restored",
+        image_restored=events_pb2.ImageRestored(
+            image_id=image_id,
+            user_id=user_id,
+            faces=faces,
+            backend="classical",
+            restorer_model="classical-v1",
+            analyzer_model="dlib-resnet-v1",
+            sharpness_before=10.0,
+            sharpness_after=10.0 * gain,
+            duration_ms=duration,
+            identity_min=identity,
+            stage_ms={"analyze": duration / 2, "restore": duration / 4},
+            stored_bytes=1000,
+        ),
+    )
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+def failed(event_id: str, image_id: str, user_id: str, at_ms: int, reason: str) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="image.failed",
+        image_failed=events_pb2.ImageFailed(
+            image_id=image_id,
+            user_id=user_id,
+            reason=reason,
+            restorer_model="classical-v1",
+            analyzer_model="dlib-resnet-v1",
+            backend="classical",
+        ),
+    )
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+def test_percentiles_interpolate_like_numpy() -> None:
+    values = [812.0, 40.5, 77.0, 1503.2, 99.9, 240.0, 3.0]
+    for q in (0, 5, 25, 50, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert Summary.of([]) == Summary(0, 0.0, 0.0, 0.0, 0.0)
+    assert Summary.of([2.0]) == Summary(1, 2.0, 2.0, 2.0, 2.0)
+
+
+async def test_usage_is_counted_per_hour_and_day_and_once_per_event(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    usage = models[0]
+    events = [
+        activity("a1", "user.signed_up", "alice", T0),
+        activity("a2", "user.signed_in", "alice", T0 + 1),
+        activity("a3", "code.sent", "", T0 + 2, channel="sms", provider="outbox"),
+        activity("a4", "code.failed", "alice", T0 + 3, channel="sms", result="wrong"),
+        activity("a5", "code.verified", "alice", T0 + 4, channel="sms"),
+        activity("b1", "user.signed_in", "bob", T0 + HOUR_MS + 5),
+        activity("b2", "search.made", "bob", T0 + HOUR_MS + 6, scope="own"),
+        activity("g1", "rate_limit.refused", "", T0 + HOUR_MS, count=3, limit="uploads-per-user"),
+        activity("g2", "rate_limit.refused", "", T0 + 2 * HOUR_MS, count=2, limit="requests-per-ip"),
+        activity("x1", "code.send_failed", "", T0 + DAY_MS, channel="sms", provider="twilio"),
+        uploaded("u1", "img-1", "alice", T0 + 10, size=5000),
+        restored("r1", "img-1", "alice", T0 + 20, duration=800.0, faces=2, identity=0.9, gain=2.0),
+        uploaded("u2", "img-2", "carol", T0 + 2 * HOUR_MS, size=7000),
+        failed("f2", "img-2", "carol", T0 + 2 * HOUR_MS + 1, "original_missing"),
+    ]
+    for envelope in [*events, *events]:  # every event delivered twice
+        await project(envelope)
+
+    hours = await usage.report(DAY, DAY + DAY_MS, "hour")
+    assert len(hours.series) == 24 and [start for start, _ in hours.series][:2] == [DAY, DAY + HOUR_MS]
+    ten, eleven, twelve = (dict(hours.series)[T0 + n * HOUR_MS] for n in range(3))
+    assert ten.values | {} == {
+        **dict.fromkeys(ten.values, 0),
+        "sign_ups": 1,
+        "sign_ins": 1,
+        "codes_sent": 1,
+        "codes_failed": 1,
+        "codes_verified": 1,
+        "uploads": 1,
+        "done": 1,
+        "stored_bytes": 6000,
+    }
+    assert ten.active_users == 1  # alice
+    assert (eleven.values["sign_ins"], eleven.values["searches"], eleven.values["rate_limited"]) == (1, 1, 3)
+    assert eleven.active_users == 1  # bob
+    assert (twelve.values["uploads"], twelve.values["failed"], twelve.values["rate_limited"]) == (1, 1, 2)
+    assert twelve.active_users == 1  # carol
+    assert hours.totals.values["code_send_failures"] == 0  # the next day
+
+    days = await usage.report(DAY, DAY + 2 * DAY_MS, "day")
+    (first, today), (second, tomorrow) = days.series
+    assert (first, second) == (DAY, DAY + DAY_MS)
+    assert today.values == hours.totals.values
+    assert today.active_users == 3 and days.totals.active_users == 3
+    assert tomorrow.values["code_send_failures"] == 1 and tomorrow.active_users == 0
+    assert days.totals.rate_limited_by_limit == {"uploads-per-user": 3, "requests-per-ip": 2}
+    assert days.totals.values["stored_bytes"] == 5000 + 1000 + 7000
+
+
+async def test_models_report_counts_percentiles_failures_and_identity(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    results = models[1]
+    durations = [500.0, 900.0, 1300.0, 700.0]
+    identities = [0.91, 0.62, 0.88]
+    for n, duration in enumerate(durations):
+        faces = 0 if n == 3 else n + 1
+        identity = identities[n] if faces else 0.0
+        await project(uploaded(f"u{n}", f"img-{n}", "alice", T0, size=100))
+        await project(
+            restored(
+                f"r{n}", f"img-{n}", "alice", T0 + n, duration=duration, faces=faces, identity=identity, gain=1.5 + n
+            )
+        )
+    await project(failed("f9", "img-9", "bob", T0 + 9, "retries_exhausted: S3Error"))
+    await project(failed("f8", "img-8", "bob", T0 + 8, "original_missing"))
+    await project(failed("f7", "img-7", "bob", T0 + DAY_MS, "original_missing"))  # outside the period
+
+    (restorer,), (analyzer,) = await results.summaries(DAY, DAY + DAY_MS)
+    assert restorer.model == "classical-v1" and analyzer.model == "dlib-resnet-v1"
+    assert (restorer.images, restorer.done, restorer.failed) == (6, 4, 2)
+    assert restorer.failure_rate == pytest.approx(2 / 6)
+    assert restorer.failures_by_reason == {"retries_exhausted": 1, "original_missing": 1}
+    assert restorer.duration_ms.p50 == pytest.approx(np.percentile(durations, 50))
+    assert restorer.duration_ms.p95 == pytest.approx(np.percentile(durations, 95))
+    assert restorer.stage_ms["analyze"].p50 == pytest.approx(np.percentile([d / 2 for d in durations], 50))
+    assert restorer.faces_per_image.mean == pytest.approx(np.mean([1, 2, 3, 0]))
+    assert restorer.identity_similarity.count == 3  # the image without faces has no identity to keep
+    assert restorer.identity_similarity.p5 == pytest.approx(np.percentile(identities, 5))
+    assert restorer.identity_similarity.p50 == pytest.approx(np.percentile(identities, 50))
+    assert restorer.sharpness_gain.mean == pytest.approx(np.mean([1.5, 2.5, 3.5, 4.5]))
+    assert (restorer.ratings, restorer.mean_rating) == (0, 0.0)
+    assert analyzer.images == 6
+
+
+async def test_each_user_has_an_activity_timeline_and_deletions_free_bytes(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    usage, _, timeline, _ = models
+    await project(activity("s1", "user.signed_in", "alice", T0, channel="sms"))
+    await project(activity("c1", "code.sent", "alice", T0 + 1, channel="sms", provider="outbox"))
+    await project(uploaded("u1", "img-1", "alice", T0 + 2, size=4000))
+    await project(restored("r1", "img-1", "alice", T0 + 3, duration=10, faces=1, identity=0.9, gain=2))
+    await project(activity("q1", "search.made", "alice", T0 + 4, scope="own"))
+    await project(activity("b1", "user.banned", "alice", T0 + 5, via="admin"))
+    deleted = events_pb2.Envelope(
+        event_id="d1",
+        type="image.deleted",
+        image_deleted=events_pb2.ImageDeleted(image_id="img-1", user_id="alice", deleted_by="admin"),
+    )
+    deleted.occurred_at.FromMilliseconds(T0 + 6)
+    await project(deleted)
+    await project(deleted)
+
+    entries, cursor = await timeline.page("alice", 3, "")
+    assert [entry.kind for entry in entries] == ["image.deleted", "user.banned", "search.made"]
+    rest, end = await timeline.page("alice", 10, cursor)
+    assert [entry.kind for entry in rest] == ["image.uploaded", "user.signed_in"] and end == ""
+    assert entries[0].details == {"image_id": "img-1", "deleted_by": "admin"}
+    assert await timeline.counts("alice") == {
+        "user.signed_in": 1,
+        "image.uploaded": 1,
+        "search.made": 1,
+        "user.banned": 1,
+        "image.deleted": 1,
+    }
+    report = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert report.totals.values["freed_bytes"] == 4000 + 1000
+
+    erased = events_pb2.Envelope(
+        event_id="e1", type="user.deleted", user_deleted=events_pb2.UserDeleted(user_id="alice")
+    )
+    await project(erased)
+    assert await timeline.counts("alice") == {}
+    after = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert after.totals.values == report.totals.values and after.totals.active_users == 1
+
+
+def rated(event_id: str, image_id: str, user_id: str, at_ms: int, rating: int) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="feedback.given",
+        feedback_given=events_pb2.FeedbackGiven(image_id=image_id, user_id=user_id, rating=rating),
+    )
+    envelope.feedback_given.given_at.FromMilliseconds(at_ms)
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+async def test_ratings_give_a_mean_per_model_and_low_ones_open_moderation_cases(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    usage, results, timeline, moderation = models
+    for n in range(3):
+        await project(uploaded(f"u{n}", f"img-{n}", "alice", T0, size=100))
+        await project(restored(f"r{n}", f"img-{n}", "alice", T0 + n, duration=100, faces=1, identity=0.9, gain=2))
+    await project(rated("f1", "img-0", "alice", T0 + 10, 5))
+    await project(rated("f2", "img-1", "alice", T0 + 20, 4))
+    await project(rated("f4", "img-1", "alice", T0 + 40, 1))  # a new rating replaces the old...
+    await project(rated("f3", "img-1", "alice", T0 + 30, 3))  # ...even when an older one arrives later
+    await project(rated("f4", "img-1", "alice", T0 + 40, 1))  # redelivered
+
+    (restorer,), _ = await results.summaries(DAY, DAY + DAY_MS)
+    assert (restorer.ratings, restorer.mean_rating) == (2, pytest.approx((5 + 1) / 2))
+    report = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert report.totals.values["ratings"] == 4 and report.totals.active_users == 1
+    (case,), _ = await moderation.page("open", 10, "")
+    assert (case.image_id, case.low_ratings, case.lowest_rating, case.reports) == ("img-1", 1, 1, 0)
+    assert (await timeline.counts("alice"))["feedback.given"] == 4
