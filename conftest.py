@@ -5,13 +5,14 @@ session; RabbitMQ and Redis are the machine's own (make test makes sure they ans
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,63 @@ def amqp_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class TcpRelay:
+    """Forwards a local port to a real server. cut() drops every connection through it and
+    refuses new ones, as a network partition or a stopped server would, without touching the
+    server that other tests share; restore() accepts again on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self.port = _free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers.update((client_writer, server_writer))
+        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+        self._writers.difference_update((client_writer, server_writer))
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+
+@pytest.fixture
+async def tcp_relay() -> AsyncIterator[Callable[[str], Awaitable[TcpRelay]]]:
+    """tcp_relay("host:port") -> a started TcpRelay to that server."""
+    relays: list[TcpRelay] = []
+
+    async def start(address: str) -> TcpRelay:
+        host, port = address.rsplit(":", 1)
+        relay = TcpRelay(host, int(port))
+        await relay.restore()
+        relays.append(relay)
+        return relay
+
+    yield start
+    for relay in relays:
+        await relay.cut()

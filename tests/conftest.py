@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.otlp_receiver import OtlpReceiver
 from tests.stack_harness import Mailbox, RunningStack, random_mobile
 
 
@@ -30,12 +31,23 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[RunningStack]:
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A local OTLP/HTTP receiver that the shared stack's services export their spans to."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox, otlp_receiver: OtlpReceiver
+) -> Iterator[RunningStack]:
     running = RunningStack(
         var_dir=tmp_path_factory.mktemp("stack"),
         stack_id=uuid.uuid4().hex,
         admin_phone=random_mobile(),
         smtp_port=mailbox.port,
+        extra_env=otlp_receiver.environment(),
     )
     running.start()
     yield running

@@ -26,11 +26,26 @@ import httpx
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
-from facerestore_common.topology import CONSUMER_BINDINGS
+from facerestore_common.topology import CONSUMER_BINDINGS, embed_queue_name
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack.py"
-PORT_NAMES = ("GATEWAY", "AUTH", "UPLOAD", "HISTORY", "ADMIN", "INFERENCE_METRICS", "MONGO", "S3", "SMTP")
+PORT_NAMES = (
+    "GATEWAY",
+    "AUTH",
+    "UPLOAD",
+    "HISTORY",
+    "ADMIN",
+    "INFERENCE_METRICS",
+    "GATEWAY_METRICS",
+    "AUTH_METRICS",
+    "UPLOAD_METRICS",
+    "HISTORY_METRICS",
+    "ADMIN_METRICS",
+    "MONGO",
+    "S3",
+    "SMTP",
+)
 
 
 def free_ports(count: int) -> list[int]:
@@ -98,6 +113,8 @@ class RunningStack:
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     namespace: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
+    # Settings of this stack alone (e.g. a higher upload limit), applied last.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -132,9 +149,12 @@ class RunningStack:
             OUTBOX_RELAY_INTERVAL_SECONDS="0.5",
             OUTBOX_RETRY_SECONDS="1",
             LOG_LEVEL="INFO",
+            # Image links are absolute from it; the web app loads them from its own origin.
+            PUBLIC_BASE_URL=self.base_url,
         )
         if self.smtp_port:
             env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp_port))
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 120.0) -> None:
@@ -191,6 +211,7 @@ class RunningStack:
                     base = f"{self.namespace}.{consumer}"
                     for queue in (base, f"{base}.retry", f"{base}.dlq"):
                         await channel.queue_delete(queue)
+                await channel.queue_delete(embed_queue_name(self.namespace))
                 for exchange in (f"{self.namespace}.events", f"{self.namespace}.events.dlx"):
                     await channel.exchange_delete(exchange)
             redis = Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))

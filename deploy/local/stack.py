@@ -8,11 +8,14 @@ the gateway is ready and prints where to go. SIGINT or SIGTERM stops every proce
 it started; if one of them dies, it stops the rest and exits non-zero.
 
 Ports come from STACK_<NAME>_PORT (defaults below); data and logs go under VAR_DIR.
+STACK_INFERENCE_WORKERS (default 1) starts that many inference workers sharing the queue
+(the second and later ones, `inference-2`, ..., with their metrics endpoint off).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -32,6 +35,11 @@ DEFAULT_PORTS = {
     "HISTORY": 50053,
     "ADMIN": 50054,
     "INFERENCE_METRICS": 9100,
+    "GATEWAY_METRICS": 9101,
+    "AUTH_METRICS": 9102,
+    "UPLOAD_METRICS": 9103,
+    "HISTORY_METRICS": 9104,
+    "ADMIN_METRICS": 9105,
     "MONGO": 27017,
     "S3": 9000,
     "SMTP": 1025,
@@ -57,6 +65,8 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
 
 
 class Stack:
@@ -75,6 +85,7 @@ class Stack:
         env.setdefault("SMTP_HOST", "127.0.0.1")
         env.setdefault("SMTP_PORT", str(self.ports["SMTP"]))
         env.setdefault("JWT_KEY_DIR", str(self.var_dir / "keys"))
+        env.setdefault("FACE_INDEX_PATH", str(self.var_dir / "face-index"))
         env.update(
             AUTH_GRPC_TARGET=f"127.0.0.1:{self.ports['AUTH']}",
             UPLOAD_GRPC_TARGET=f"127.0.0.1:{self.ports['UPLOAD']}",
@@ -101,7 +112,25 @@ class Stack:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self.children.append(Child(name, process, log_path))
+        self.children.append(Child(name, process, log_path, argv, env))
+
+    def stop_one(self, name: str, sig: signal.Signals = signal.SIGTERM) -> Child:
+        """Stop one process (SIGKILL: as a crash would) and forget it; returns it for start_again()."""
+        child = next(child for child in self.children if child.name == name)
+        self.children.remove(child)
+        try:
+            os.killpg(child.process.pid, sig)
+            child.process.wait(timeout=STOP_GRACE_SECONDS)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(child.process.pid, signal.SIGKILL)
+        child.process.wait()
+        return child
+
+    def start_again(self, child: Child) -> None:
+        """Start a stopped process again with the same command and environment."""
+        self.start(child.name, child.argv, child.env)
 
     def start_service(self, name: str, env: dict[str, str], **extra: str) -> None:
         self.start(name, [sys.executable, "-m", f"{name}_service.main"], {**env, **extra})
@@ -117,19 +146,30 @@ class Stack:
                 time.sleep(0.2)
         raise RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
 
+    @staticmethod
+    def _ready(port: int) -> dict[str, object] | None:
+        """The /readyz report on a local port, or None while it is not 200."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
+                body: dict[str, object] = json.loads(response.read())
+                return body
+        except (OSError, ValueError):
+            return None
+
     def wait_until_ready(self, timeout: float = 90.0) -> None:
-        url = f"http://127.0.0.1:{self.ports['GATEWAY']}/readyz"
+        """Until the gateway is ready and says every service is serving, and the worker is ready.
+        (The gateway's own readiness needs only Redis, so it alone says little about the rest.)"""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_children()
-            try:
-                with urllib.request.urlopen(url, timeout=3) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            report = self._ready(self.ports["GATEWAY"]) or {}
+            backends = report.get("backends")
+            services_serving = isinstance(backends, dict) and set(backends.values()) == {"serving"}
+            worker_port = self.ports["INFERENCE_METRICS"]  # 0: its endpoint is off, nothing to ask
+            if services_serving and (not worker_port or self._ready(worker_port) is not None):
+                return
             time.sleep(0.5)
-        raise RuntimeError(f"the gateway was not ready within {timeout:.0f}s ({url})")
+        raise RuntimeError(f"the platform was not ready within {timeout:.0f}s (gateway and inference /readyz)")
 
     def check_children(self) -> None:
         if self.stop_requested:
@@ -212,13 +252,29 @@ class Stack:
                 env,
             )
             self.wait_for_port("smtp", self.ports["SMTP"])
-        self.start_service("auth", env, GRPC_PORT=str(self.ports["AUTH"]))
+        self.start_service("auth", env, GRPC_PORT=str(self.ports["AUTH"]), METRICS_PORT=str(self.ports["AUTH_METRICS"]))
         self.wait_for_port("auth", self.ports["AUTH"])
-        self.start_service("upload", env, GRPC_PORT=str(self.ports["UPLOAD"]))
-        self.start_service("history", env, GRPC_PORT=str(self.ports["HISTORY"]))
-        self.start_service("admin", env, GRPC_PORT=str(self.ports["ADMIN"]))
+        self.start_service(
+            "upload", env, GRPC_PORT=str(self.ports["UPLOAD"]), METRICS_PORT=str(self.ports["UPLOAD_METRICS"])
+        )
+        self.start_service(
+            "history", env, GRPC_PORT=str(self.ports["HISTORY"]), METRICS_PORT=str(self.ports["HISTORY_METRICS"])
+        )
+        self.start_service(
+            "admin", env, GRPC_PORT=str(self.ports["ADMIN"]), METRICS_PORT=str(self.ports["ADMIN_METRICS"])
+        )
         self.start_service("inference", env, METRICS_PORT=str(self.ports["INFERENCE_METRICS"]))
-        self.start_service("gateway", env, HTTP_PORT=str(self.ports["GATEWAY"]))
+        for number in range(2, int(os.environ.get("STACK_INFERENCE_WORKERS", "1")) + 1):
+            argv = [sys.executable, "-m", "inference_service.main"]
+            self.start(f"inference-{number}", argv, {**env, "METRICS_PORT": "0"})
+        self.start_service(
+            "gateway",
+            env,
+            HTTP_PORT=str(self.ports["GATEWAY"]),
+            METRICS_PORT=str(self.ports["GATEWAY_METRICS"]),
+            # Image links point here (never at whatever Host a request names).
+            PUBLIC_BASE_URL=env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{self.ports['GATEWAY']}"),
+        )
         self.wait_until_ready()
 
     def banner(self) -> str:
@@ -228,9 +284,16 @@ class Stack:
             [
                 "",
                 "Face restoration platform is up.",
+                f"  Web app:      {gateway}/",
                 f"  API:          {gateway}/v1   (docs: {gateway}/docs, OpenAPI: {gateway}/openapi.json)",
                 f"  Sign-in codes: appended to {outbox} (one JSON line per SMS)",
                 f"  Email codes:  {self.var_dir / 'mail'}/new/ (one file per message) unless SMTP_HOST is set",
+                "  Metrics:      "
+                + ", ".join(
+                    f"{name.removesuffix('_METRICS').lower()} :{port}/metrics"
+                    for name, port in self.ports.items()
+                    if name.endswith("_METRICS") and port
+                ),
                 f"  Logs:         {self.var_dir / 'log'}/<service>.log",
                 f"  Data:         {self.var_dir}",
                 "Press Ctrl-C to stop everything.",

@@ -54,7 +54,8 @@ GRPC_CALLERS = {
 }
 DEPENDENCY_USERS = {
     "mongodb": {"auth", "upload", "history", "admin", "inference", "embedder"},
-    "rabbitmq": {"upload", "history", "inference", "embedder"},
+    # The gateway publishes its rate-limit tallies (activity.recorded) for the admins' statistics.
+    "rabbitmq": {"gateway", "auth", "upload", "history", "admin", "inference", "embedder"},
     "redis": {"gateway", "auth"},
     "minio": {"upload", "history", "inference", "embedder"},
     "qdrant": {"history"},
@@ -423,6 +424,7 @@ def test_pods_roll_when_the_config_or_a_secret_changes() -> None:
             "s3SecretKey": "secret-key-1",
             "otpHmacSecret": "first-secret-value",
             "downloadTokenSecret": "download-secret",
+            "pseudonymSecret": "pseudonym-secret",
         },
     }
     first, again = render(base), render(base)
@@ -665,6 +667,17 @@ def test_the_gateway_is_served_over_tls(gpu: Rendered) -> None:
 def test_trusted_proxies_come_from_values(gpu: Rendered, dev: Rendered) -> None:
     assert env_of(gpu.deployment("gateway"))["TRUSTED_PROXIES"] == "10.4.0.0/14"
     assert env_of(dev.deployment("gateway"))["TRUSTED_PROXIES"] == "10.244.0.0/16"
+
+
+def test_image_links_point_at_the_public_address_clients_use(gpu: Rendered, dev: Rendered) -> None:
+    # The Ingress's host, https when it has TLS; never what a request's Host header says.
+    assert env_of(gpu.deployment("gateway"))["PUBLIC_BASE_URL"] == "https://api.facerestore.example.com"
+    assert env_of(dev.deployment("gateway"))["PUBLIC_BASE_URL"] == "http://facerestore.localtest.me"
+    explicit = render({**profile_values("gpu"), "gateway": {"publicBaseUrl": "https://photos.example.org"}})
+    assert env_of(explicit.deployment("gateway"))["PUBLIC_BASE_URL"] == "https://photos.example.org"
+    # Production without an address (no Ingress, none set) is refused, not started with a wrong one.
+    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmError):
+        chart.render({**profile_values("gpu"), "ingress": {"enabled": False}}, name=RELEASE, namespace=NAMESPACE)
 
 
 # Network policies
@@ -943,7 +956,13 @@ def test_dev_runs_every_dependency_in_the_namespace(dev: Rendered) -> None:
     assert data["AMQP_URL"] == f"amqp://facerestore:{data['RABBITMQ_PASSWORD']}@{name_of('rabbitmq')}:5672/"
     assert data["REDIS_URL"] == f"redis://:{data['REDIS_PASSWORD']}@{name_of('redis')}:6379/0"
     assert data["S3_ENDPOINT"] == f"{name_of('minio')}:9000"
-    for generated in ("OTP_HMAC_SECRET", "DOWNLOAD_TOKEN_SECRET", "S3_SECRET_KEY", "QDRANT_API_KEY"):
+    for generated in (
+        "OTP_HMAC_SECRET",
+        "DOWNLOAD_TOKEN_SECRET",
+        "PSEUDONYM_SECRET",
+        "S3_SECRET_KEY",
+        "QDRANT_API_KEY",
+    ):
         assert len(data[generated]) >= 32 and not data[generated].startswith("dev-only-"), generated
     assert config_data(dev)["QDRANT_URL"] == f"http://{name_of('qdrant')}:6333"
     assert env_of(dev.deployment("inference"))["DEVICE"] == "cpu"

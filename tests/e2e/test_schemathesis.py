@@ -45,6 +45,8 @@ EXAMPLES = settings(
 )
 # The gateway's default per-user upload quota (RATE_LIMIT_UPLOADS_PER_USER, 10/hour).
 UPLOADS_PER_USER = 10
+# ... and search limit (RATE_LIMIT_SEARCHES_PER_USER, 30/minute).
+SEARCHES_PER_USER = 30
 # Generated files are never photos: past the token and the quota, the upload service refuses them.
 UPLOAD_REFUSALS = {401, 413, 415, 422, 429}
 
@@ -88,17 +90,18 @@ def user_auth(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
 
 
 class Uploaders:
-    """Signs in a new user whenever the last one has spent their hourly upload quota, so that
-    generated files reach the upload service's checks instead of stopping at 429."""
+    """Signs in a new user whenever the last one has spent their upload quota (or search limit),
+    so that generated requests reach the services' checks instead of stopping at 429."""
 
-    def __init__(self, stack: RunningStack, http: httpx.Client) -> None:
+    def __init__(self, stack: RunningStack, http: httpx.Client, per_user: int = UPLOADS_PER_USER) -> None:
         self._stack = stack
         self._http = http
+        self._per_user = per_user
         self._headers: dict[str, str] = {}
         self._uses = 0
 
     def headers(self) -> dict[str, str]:
-        if self._uses % UPLOADS_PER_USER == 0:
+        if self._uses % self._per_user == 0:
             self._headers = bearer(self._stack.sign_in(self._http, random_mobile()))
         self._uses += 1
         return self._headers
@@ -110,6 +113,11 @@ def uploaders(stack: RunningStack, http: httpx.Client) -> Uploaders:
 
 
 @pytest.fixture(scope="module")
+def searchers(stack: RunningStack, http: httpx.Client) -> Uploaders:
+    return Uploaders(stack, http, per_user=SEARCHES_PER_USER)
+
+
+@pytest.fixture(scope="module")
 def admin_auth(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
     headers = bearer(stack.sign_in(http, stack.admin_phone))
     me = http.get("/v1/me", headers=headers)
@@ -117,18 +125,35 @@ def admin_auth(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
     return headers
 
 
-# Logout would end the session that every later example signs its requests with.
-@schema.exclude(method="POST", path="/v1/auth/logout").parametrize()
+# Logout would end the session that every later example signs its requests with; erasing the
+# account (or every image) would take the user and their photo away: those run as throwaway users.
+@(
+    schema.exclude(method="POST", path="/v1/auth/logout")
+    .exclude(method="DELETE", path="/v1/me")
+    .exclude(method="DELETE", path="/v1/images")
+    .parametrize()
+)
 @EXAMPLES
 def test_every_operation_as_a_normal_user(
-    case: schemathesis.Case, user_auth: dict[str, str], uploaders: Uploaders
+    case: schemathesis.Case, user_auth: dict[str, str], uploaders: Uploaders, searchers: Uploaders
 ) -> None:
     # (Cases for other methods on an operation's path check the 405 answer.)
     if case.method.upper() == "POST" and case.operation.path == "/v1/images":
         response = case.call_and_validate(headers=uploaders.headers(), checks=CHECKS, timeout=30)
         assert response.status_code in UPLOAD_REFUSALS, response.text
+    elif case.method.upper() == "POST" and case.operation.path == "/v1/search":
+        case.call_and_validate(headers=searchers.headers(), checks=CHECKS, timeout=30)
     else:
         case.call_and_validate(headers=user_auth, checks=CHECKS, timeout=30)
+
+
+@schema.include(method="DELETE", path_regex=r"^/v1/(me|images)$").parametrize()
+@settings(EXAMPLES, max_examples=5)
+def test_erasing_operations_as_a_throwaway_user(
+    case: schemathesis.Case, stack: RunningStack, http: httpx.Client
+) -> None:
+    # (Cases for other methods on these paths check the 405 answer.)
+    case.call_and_validate(headers=bearer(stack.sign_in(http, random_mobile())), checks=CHECKS, timeout=30)
 
 
 @schema.include(path_regex=r"^/v1/admin/").parametrize()

@@ -59,7 +59,9 @@ def test_a_banned_user_is_out_at_once_and_cannot_come_back(stack: RunningStack, 
     assert banned.status_code == 200 and banned.json()["banned"] is True
     assert client.get("/v1/me", headers=bearer(user)).status_code == 401
     refused = client.post("/v1/auth/refresh", json={"refresh_token": user["refresh_token"]})
-    assert refused.status_code in (401, 403)
+    # As the README says: the app can tell the user why they are out.
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("/account-suspended")
 
     # Asking for a code looks the same as for anyone, but no SMS goes out.
     sent_before = stack.outbox.read_text().count(phone)

@@ -27,8 +27,14 @@ def upload(
 
 def wait_until_settled(client: httpx.Client, tokens: dict[str, str], image_id: str, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
+    # A 202 means stored and announced; the history shows the image once it has read the
+    # announcement, milliseconds later (more when the machine is busy): 404 until then.
+    shown_by = time.monotonic() + 5
     while time.monotonic() < deadline:
         response = client.get(f"/v1/images/{image_id}", headers=bearer(tokens))
+        if response.status_code == 404 and time.monotonic() < shown_by:
+            time.sleep(0.05)
+            continue
         assert response.status_code == 200, response.text
         body = response.json()
         if body["status"] in ("done", "failed"):

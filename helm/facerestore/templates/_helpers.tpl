@@ -48,13 +48,13 @@ gateway:
   server: http
   port: 8080
   image: gateway
-  secretEnv: [REDIS_URL]
+  secretEnv: [REDIS_URL, AMQP_URL]
   optionalSecretEnv: []
 auth:
   server: grpc
   port: 50051
   image: auth
-  secretEnv: [MONGO_URL, REDIS_URL, OTP_HMAC_SECRET]
+  secretEnv: [MONGO_URL, REDIS_URL, AMQP_URL, OTP_HMAC_SECRET, PSEUDONYM_SECRET]
   optionalSecretEnv: [TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_MESSAGING_SERVICE_SID, SMTP_PASSWORD]
 upload:
   server: grpc
@@ -66,13 +66,13 @@ history:
   server: grpc
   port: 50053
   image: history
-  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, DOWNLOAD_TOKEN_SECRET]
+  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, DOWNLOAD_TOKEN_SECRET, PSEUDONYM_SECRET]
   optionalSecretEnv: [QDRANT_API_KEY]
 admin:
   server: grpc
   port: 50054
   image: admin
-  secretEnv: [MONGO_URL]
+  secretEnv: [MONGO_URL, AMQP_URL, PSEUDONYM_SECRET]
   optionalSecretEnv: []
 inference:
   server: worker
@@ -117,6 +117,16 @@ embedder:
 {{- end }}
 
 {{/* In-cluster gRPC target of a service, through its headless Service: (dict "root" $ "component" "<name>"). */}}
+{{/* Where clients reach the API (the gateway's PUBLIC_BASE_URL, image links start with it):
+gateway.publicBaseUrl, else the first Ingress host, https when the Ingress has TLS. */}}
+{{- define "facerestore.publicBaseUrl" -}}
+{{- if .Values.gateway.publicBaseUrl -}}
+{{- .Values.gateway.publicBaseUrl -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) (first .Values.ingress.hosts) -}}
+{{- end -}}
+{{- end }}
+
 {{- define "facerestore.grpcTarget" -}}
 {{- $component := index (include "facerestore.components" .root | fromYaml) .component }}
 {{- printf "dns:///%s-grpc:%d" (include "facerestore.componentName" .) (int $component.port) }}

@@ -117,6 +117,14 @@ spec:
               value: {{ $spec.port | quote }}
             - name: TRUSTED_PROXIES
               value: {{ join "," $values.trustedProxies | quote }}
+            {{- with include "facerestore.publicBaseUrl" $root }}
+            - name: PUBLIC_BASE_URL
+              value: {{ . | quote }}
+            {{- else }}
+            {{- if eq $root.Values.environment "production" }}
+            {{- fail "gateway.publicBaseUrl (or ingress.hosts): the https address clients reach the API at" }}
+            {{- end }}
+            {{- end }}
             {{- else }}
             - name: INFERENCE_ROLES
               value: {{ $spec.roles }}

@@ -8,6 +8,8 @@ import grpc
 REASON_METADATA_KEY = "x-error-reason"
 RETRY_AFTER_METADATA_KEY = "x-retry-after"
 LIMIT_METADATA_KEY = "x-limit"
+# The refusing limit's numbers as an IETF RateLimit-Policy item ("5;w=3600"), for the RateLimit headers.
+LIMIT_POLICY_METADATA_KEY = "x-limit-policy"
 
 
 class DomainError(Exception):
@@ -16,7 +18,13 @@ class DomainError(Exception):
     reason: str = "internal"
 
     def __init__(
-        self, detail: str, *, reason: str | None = None, retry_after: int | None = None, limit: str | None = None
+        self,
+        detail: str,
+        *,
+        reason: str | None = None,
+        retry_after: int | None = None,
+        limit: str | None = None,
+        limit_policy: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -25,6 +33,7 @@ class DomainError(Exception):
         # For refusals that pass with time: seconds until a retry can succeed, and which limit.
         self.retry_after = retry_after
         self.limit = limit
+        self.limit_policy = limit_policy
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         metadata = [(REASON_METADATA_KEY, self.reason)]
@@ -32,6 +41,8 @@ class DomainError(Exception):
             metadata.append((RETRY_AFTER_METADATA_KEY, str(self.retry_after)))
         if self.limit is not None:
             metadata.append((LIMIT_METADATA_KEY, self.limit))
+        if self.limit_policy is not None:
+            metadata.append((LIMIT_POLICY_METADATA_KEY, self.limit_policy))
         return tuple(metadata)
 
 

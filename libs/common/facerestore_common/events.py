@@ -20,20 +20,26 @@ on the message instead of handing it to the handler again.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from motor.motor_asyncio import AsyncIOMotorCollection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from pamqp.common import FieldTable
+from prometheus_client import Counter, Histogram
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from facerestore.events.v1 import events_pb2
+from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
 from facerestore_common.telemetry import context_from_traceparent, current_traceparent
 
@@ -46,6 +52,12 @@ EventHandler = Callable[[events_pb2.Envelope], Awaitable[None]]
 GiveUpHook = Callable[[events_pb2.Envelope, str], Awaitable[None]]
 
 ATTEMPT_HEADER = "x-attempt"
+
+EVENTS_PUBLISHED = Counter("events_published_total", "Events the broker confirmed", ["type"])
+# outcome: acked (handled), retried (parked in the delay queue), dead_lettered, duplicate (already handled)
+EVENTS_CONSUMED = Counter("events_consumed_total", "Deliveries by how they ended", ["queue", "outcome"])
+OUTCOMES = ("acked", "retried", "dead_lettered", "duplicate")
+EVENTS_HANDLING = Histogram("events_handling_seconds", "Time from a delivery to its outcome", ["queue"])
 
 
 class PermanentEventError(Exception):
@@ -114,6 +126,7 @@ class ProcessedEvents:
 
 @dataclass(frozen=True)
 class _RetryPolicy:
+    queue: str
     retry_queue: str
     max_attempts: int
     max_unfinished_deliveries: int
@@ -141,8 +154,14 @@ class EventBus:
         queue_prefix: str,
         producer: str,
         topology: Mapping[str, Sequence[str]] | None = None,
+        *,
+        robust: bool = True,
     ) -> None:
+        """`robust`: reconnect by itself after the broker went away (consumers need that). A
+        publisher that reconnects on its own schedule passes False: cancelling a robust connection's
+        first attempt only makes it schedule another, which a shutdown would then wait for."""
         self._url = amqp_url
+        self._robust = robust
         self._topology = dict(topology or {})
         # Events that some consumer must get: publishing one that no queue takes is an error.
         # Other events (no consumer yet, e.g. image.deleted) are fire-and-forget.
@@ -153,7 +172,7 @@ class EventBus:
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = InFlight()
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -168,9 +187,13 @@ class EventBus:
         return name, f"{name}.retry", f"{name}.dlq"
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": self._producer}
-        )
+        properties: FieldTable = {"connection_name": self._producer}
+        if self._robust:
+            self._connection = await aio_pika.connect_robust(self._url, client_properties=properties)
+        else:
+            # Used as the robust one is, less the reconnecting.
+            plain = await aio_pika.connect(self._url, client_properties=properties)
+            self._connection = cast(AbstractRobustConnection, plain)
         # A mandatory message that no queue is bound to comes back from the broker:
         # publish() then raises instead of the event vanishing.
         self._publish_channel = await self._connection.channel(  # type: ignore[assignment]
@@ -184,8 +207,21 @@ class EventBus:
         await channel.declare_exchange(self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
         return await channel.declare_exchange(self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
 
+    def is_connected(self) -> bool:
+        """Connected to the broker now (a robust connection that is reconnecting is not)."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    def is_consuming(self) -> bool:
+        """Some consumer is registered and the channels it takes messages on are open."""
+        return bool(self._consumers) and not any(queue.channel.is_closed for queue, _ in self._consumers)
+
+    def oldest_held_seconds(self) -> float:
+        """How long the oldest message in hand has been with its handler; safe from any thread."""
+        return self._in_flight.oldest_seconds()
+
     async def ping(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        return self.is_connected()
 
     async def publish(self, envelope: events_pb2.Envelope) -> None:
         """Publish and wait for the broker's confirm; raises if the broker did not take it."""
@@ -200,7 +236,9 @@ class EventBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers={"traceparent": envelope.traceparent},
         )
-        await exchange.publish(message, routing_key=envelope.type, mandatory=envelope.type in self._required_keys)
+        with tracer.start_as_current_span(f"publish {envelope.type}", kind=SpanKind.PRODUCER):
+            await exchange.publish(message, routing_key=envelope.type, mandatory=envelope.type in self._required_keys)
+        EVENTS_PUBLISHED.labels(envelope.type).inc()
         log.info("event_published", event_type=envelope.type, event_id=envelope.event_id)
 
     def _queue_arguments(self, name: str) -> dict[str, str]:
@@ -262,18 +300,17 @@ class EventBus:
         # Declared (not merely looked up) on the consuming channel: after a broker restart the
         # robust channel re-declares them and resumes consuming; a looked-up queue stays silent.
         name, retry_name, _ = self.consumer_queues(consumer)
+        for outcome in OUTCOMES:  # every outcome's series exists from the start, at 0
+            EVENTS_CONSUMED.labels(name, outcome)
         await channel.declare_queue(retry_name, durable=True, arguments=self._retry_queue_arguments(name))
         queue = await channel.declare_queue(name, durable=True, arguments=self._queue_arguments(name))
         policy = _RetryPolicy(
-            retry_name, max_attempts, max_unfinished_deliveries, retry_base_seconds, retry_max_seconds, on_give_up
+            name, retry_name, max_attempts, max_unfinished_deliveries, retry_base_seconds, retry_max_seconds, on_give_up
         )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             # Shielded and tracked, so that a shutdown lets the message in hand finish.
-            task = asyncio.ensure_future(self._handle(message, handler, processed, policy))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-            await asyncio.shield(task)
+            await asyncio.shield(self._in_flight.start(self._handle(message, handler, processed, policy)))
 
         tag = await queue.consume(on_message, no_ack=False)
         self._consumers.append((queue, tag))
@@ -293,13 +330,16 @@ class EventBus:
         except Exception:
             log.error("event_undecodable", message_id=message.message_id, exc_info=True)
             await message.reject(requeue=False)
+            EVENTS_CONSUMED.labels(policy.queue, "dead_lettered").inc()
             return
         attempt = _attempt_of(message)
         token = otel_context.attach(context_from_traceparent(envelope.traceparent))
+        started = time.perf_counter()
         try:
-            with tracer.start_as_current_span(f"consume {envelope.type}"):
+            with tracer.start_as_current_span(f"consume {envelope.type}", kind=SpanKind.CONSUMER):
                 try:
-                    if await processed.seen(envelope.event_id):
+                    duplicate = await processed.seen(envelope.event_id)
+                    if duplicate:
                         log.info("event_duplicate_skipped", event_type=envelope.type, event_id=envelope.event_id)
                     else:
                         if message.redelivered:
@@ -334,7 +374,9 @@ class EventBus:
                         await self._give_up(message, envelope, attempt, reason, policy)
                 else:
                     await message.ack()
+                    EVENTS_CONSUMED.labels(policy.queue, "duplicate" if duplicate else "acked").inc()
         finally:
+            EVENTS_HANDLING.labels(policy.queue).observe(time.perf_counter() - started)
             otel_context.detach(token)
 
     @staticmethod
@@ -386,8 +428,10 @@ class EventBus:
             log.error("event_retry_publish_failed", event_id=envelope.event_id, exc_info=True)
             await asyncio.sleep(delay)
             await message.nack(requeue=True)
+            EVENTS_CONSUMED.labels(policy.queue, "retried").inc()
             return
         await message.ack()
+        EVENTS_CONSUMED.labels(policy.queue, "retried").inc()
         log.info(
             "event_retry_scheduled",
             event_type=envelope.type,
@@ -415,6 +459,7 @@ class EventBus:
                 return
         log.error("event_dead_lettered", event_type=envelope.type, event_id=envelope.event_id, reason=reason)
         await message.reject(requeue=False)
+        EVENTS_CONSUMED.labels(policy.queue, "dead_lettered").inc()
 
     async def stop_consuming(self, grace_seconds: float = 30.0) -> None:
         """Stop taking new messages, then let those in hand finish (unacked ones are redelivered)."""
@@ -424,8 +469,7 @@ class EventBus:
             except Exception:
                 log.warning("consumer_cancel_failed", queue=queue.name, exc_info=True)
         self._consumers.clear()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=grace_seconds)
+        await self._in_flight.wait(grace_seconds)
 
     async def close(self) -> None:
         await self.stop_consuming()

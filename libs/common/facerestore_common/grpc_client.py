@@ -1,23 +1,55 @@
 """Outgoing gRPC calls: channels with sane limits and the metadata that carries
-identity, request id and trace context to the next service."""
+identity, request id and trace context to the next service.
+
+Channels balance calls over every address their target resolves to (`round_robin`): in
+Kubernetes a target such as `dns:///upload-grpc:50052` names a headless Service, whose name
+resolves to one address per ready pod, so scaling a service out spreads its calls. Servers
+close connections after GRPC_MAX_CONNECTION_AGE_SECONDS; the channel then resolves the name
+again and finds pods that started since. Keepalive pings notice a dead pod between calls."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
+from facerestore_common.grpc_client_telemetry import ClientTelemetryInterceptor
 from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, request_id_var
 from facerestore_common.settings import AuthClientSettings
 from facerestore_common.telemetry import current_traceparent
 from facerestore_common.tokens import JwksCache, TokenVerifier
 
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# A ping after this long without traffic, also between calls; servers accept pings this often
+# (grpc_server.MIN_CLIENT_PING_INTERVAL_MS) instead of answering them with "too many pings".
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+ChannelOption = tuple[str, Any]
 
-def insecure_channel(target: str, max_message_bytes: int = 8 * 1024 * 1024) -> grpc.aio.Channel:
+
+def channel_options(max_message_bytes: int = 8 * 1024 * 1024) -> list[ChannelOption]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def insecure_channel(
+    target: str, max_message_bytes: int = 8 * 1024 * 1024, extra_options: Sequence[ChannelOption] = ()
+) -> grpc.aio.Channel:
+    # Every call records a client span and client metrics (grpc_client_telemetry).
     return grpc.aio.insecure_channel(
         target,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ],
+        options=[*channel_options(max_message_bytes), *extra_options],
+        interceptors=[ClientTelemetryInterceptor()],
     )
 
 

@@ -1,9 +1,14 @@
 """gRPC server bootstrap: health service, and interceptors for request context,
-tracing, logging, metrics, error mapping and access control, written once here."""
+tracing, logging, metrics, error mapping and access control, written once here.
+
+The health status follows the service's dependencies: NOT_SERVING while one of them
+(MongoDB, Redis, the broker) does not answer, SERVING again once it does, so that a
+readiness probe takes the pod out of the balancing while it could not do its job."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import signal
 import time
@@ -15,17 +20,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from facerestore_common.errors import (
     LIMIT_METADATA_KEY,
+    LIMIT_POLICY_METADATA_KEY,
     REASON_METADATA_KEY,
     RETRY_AFTER_METADATA_KEY,
     DomainError,
     PermissionDenied,
     Unauthenticated,
 )
+from facerestore_common.grpc_client import KEEPALIVE_TIME_MS
+from facerestore_common.health import DependencyCheck, DependencyWatch
 from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, get_logger, request_id_var
+from facerestore_common.settings import GrpcServerSettings
 from facerestore_common.telemetry import context_from_traceparent
 from facerestore_common.tokens import TokenVerifier, bearer_token, current_principal
 
@@ -34,6 +44,27 @@ tracer = trace.get_tracer(__name__)
 
 RPC_DURATION = Histogram("grpc_server_handling_seconds", "Time to handle a gRPC call", ["method"])
 RPC_TOTAL = Counter("grpc_server_handled_total", "gRPC calls by result code", ["method", "code"])
+
+# Clients ping every KEEPALIVE_TIME_MS; a server that wanted them rarer would answer with
+# GOAWAY "too many pings" and drop the connection.
+MIN_CLIENT_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 3
+SERVER_KEEPALIVE_TIME_MS = 60_000
+SERVER_KEEPALIVE_TIMEOUT_MS = 20_000
+
+
+def server_options(
+    max_message_bytes: int, max_connection_age_seconds: float, max_connection_age_grace_seconds: float
+) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(max_connection_age_grace_seconds * 1000)),
+        ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", SERVER_KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ]
 
 
 class Access(enum.Enum):
@@ -47,7 +78,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 def _passed_on_metadata(error: grpc.aio.AioRpcError) -> tuple[tuple[str, str], ...]:
-    keys = (REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, LIMIT_METADATA_KEY)
+    keys = (REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, LIMIT_METADATA_KEY, LIMIT_POLICY_METADATA_KEY)
     return tuple((key, str(value)) for key, value in (error.trailing_metadata() or ()) if key in keys)
 
 
@@ -84,7 +115,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
                 try:
-                    with tracer.start_as_current_span(method):
+                    with tracer.start_as_current_span(method, kind=SpanKind.SERVER):
                         try:
                             return await inner(request, context)
                         except DomainError as error:
@@ -163,7 +194,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 class GrpcServer:
-    """Owns the server's lifetime: health status, ports, graceful stop on SIGTERM/SIGINT."""
+    """Owns the server's lifetime: health status, ports, graceful stop on SIGTERM/SIGINT.
+
+    `checks` name the dependencies whose answer the health status follows; without any the
+    status is SERVING from start to shutdown."""
 
     def __init__(
         self,
@@ -172,33 +206,78 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         interceptors: list[grpc.aio.ServerInterceptor],
+        *,
+        max_connection_age_seconds: float = 300.0,
+        max_connection_age_grace_seconds: float = 30.0,
+        checks: Mapping[str, DependencyCheck] | None = None,
+        check_interval_seconds: float = 5.0,
+        check_timeout_seconds: float = 2.0,
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[RequestContextInterceptor(), *interceptors],
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
+            options=server_options(max_message_bytes, max_connection_age_seconds, max_connection_age_grace_seconds),
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = service_names
         self.address = f"{host}:{port}"
         self.server.add_insecure_port(self.address)
+        self.dependencies = DependencyWatch(
+            checks or {}, self._set_serving, check_interval_seconds, check_timeout_seconds
+        )
+        self._watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: GrpcServerSettings,
+        service_names: list[str],
+        interceptors: list[grpc.aio.ServerInterceptor],
+        checks: Mapping[str, DependencyCheck] | None = None,
+    ) -> GrpcServer:
+        return cls(
+            service_names,
+            settings.grpc_host,
+            settings.grpc_port,
+            settings.grpc_max_message_bytes,
+            interceptors,
+            max_connection_age_seconds=settings.grpc_max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.grpc_max_connection_age_grace_seconds,
+            checks=checks,
+            check_interval_seconds=settings.dependency_check_interval_seconds,
+            check_timeout_seconds=settings.dependency_check_timeout_seconds,
+        )
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Start serving, with the health status the first round of checks gives, then keep it current."""
+        await self.server.start()
+        await self.dependencies.check_once()
+        self._watch = asyncio.create_task(self.dependencies.run())
+        log.info("grpc_serving", address=self.address, dependencies=self.dependencies.results)
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
 
     async def run(self, on_stop: Callable[[], Awaitable[None]] | None = None, grace_seconds: float = 10.0) -> None:
-        await self.server.start()
-        for name in ["", *self._service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("grpc_serving", address=self.address)
+        await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("grpc_stopping")
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_seconds)
+        await self.stop(grace_seconds)
         if on_stop is not None:
             await on_stop()
         log.info("grpc_stopped")

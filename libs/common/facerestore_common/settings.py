@@ -20,6 +20,11 @@ class ServiceSettings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     log_level: str = "INFO"
     service_name: str = "facerestore"
+    # Prometheus /metrics (and, where a service has them, its HTTP probes) on a port of its
+    # own, never on the public API. Each service has its own default so that all fit on one
+    # machine; 0 turns the endpoint off. Containers set METRICS_HOST=0.0.0.0.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> ServiceSettings:
@@ -35,6 +40,14 @@ class GrpcServerSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     grpc_max_message_bytes: int = 8 * 1024 * 1024
+    # Connections are closed after this long (calls in progress get the grace period), so that
+    # clients balancing over a headless Service re-resolve its name and find new pods.
+    grpc_max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    grpc_max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    # How often the gRPC health status is brought up to date with the service's dependencies
+    # (MongoDB, Redis, the broker): NOT_SERVING while one of them does not answer.
+    dependency_check_interval_seconds: float = Field(default=5.0, gt=0)
+    dependency_check_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class AuthClientSettings(BaseSettings):
@@ -74,3 +87,20 @@ class RedisSettings(BaseSettings):
     # Starts every key this platform writes, so that several deployments (or test stacks)
     # can share one Redis.
     redis_key_prefix: str = "facerestore"
+
+
+class ImageLimitSettings(BaseSettings):
+    """The upload rules for a photo: uploads and the query photos of a similar-face search."""
+
+    max_upload_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=4096)
+    max_image_side: int = Field(default=12_000, ge=64)
+    min_image_side: int = Field(default=64, ge=1)
+    jpeg_quality: int = Field(default=92, ge=50, le=100)
+
+
+class PseudonymSettings(BaseSettings):
+    """The key of the pseudonyms that replace an erased user's id (facerestore_common.pseudonym);
+    every service that keeps them must share it."""
+
+    pseudonym_secret: SecretStr = SecretStr("dev-only-pseudonym-secret")

@@ -1,16 +1,70 @@
-"""OpenTelemetry tracing set-up and W3C trace-context carriers for events and gRPC."""
+"""OpenTelemetry tracing set-up and W3C trace-context carriers for events and gRPC.
+
+Spans go to an OTLP collector when the standard variables name one: OTEL_EXPORTER_OTLP_ENDPOINT
+(or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), with OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL `http/protobuf`
+(the specification's default) or `grpc`; headers, certificates, compression and timeouts come
+from their OTEL_EXPORTER_OTLP_* variables, read by the exporter itself. OTEL_TRACES_EXPORTER=none
+or OTEL_SDK_DISABLED=true turn export off; OTEL_TRACES_SAMPLER, OTEL_BSP_* (batching) and
+OTEL_RESOURCE_ATTRIBUTES apply as the SDK defines them. Without an endpoint spans are still
+made (their trace id is in every log line) but sent nowhere."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from facerestore_common.logging import get_logger
+
+log = get_logger(__name__)
+
+PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def _setting(env: Mapping[str, str], name: str) -> str:
+    """OTEL_EXPORTER_OTLP_TRACES_<name>, else OTEL_EXPORTER_OTLP_<name>."""
+    return env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}", "")
+
+
+def otlp_exporter(env: Mapping[str, str] | None = None) -> SpanExporter | None:
+    """The OTLP span exporter the environment asks for, or None when it asks for none."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+        return None
+    if not _setting(env, "ENDPOINT"):
+        return None
+    protocol = _setting(env, "PROTOCOL") or "http/protobuf"
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise ValueError(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL (or OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) must be one of "
+        f"{', '.join(PROTOCOLS)}, got {protocol!r}"
+    )
 
 
 def configure_tracing(service: str) -> None:
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service})))
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, wins over ours.
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)}))
+    exporter = otlp_exporter()
+    if exporter is not None:
+        # Flushed by the provider's own shutdown when the process exits.
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        log.info("traces_exported", endpoint=_setting(os.environ, "ENDPOINT"), exporter=type(exporter).__module__)
+    trace.set_tracer_provider(provider)
 
 
 def current_traceparent() -> str:
@@ -21,3 +75,9 @@ def current_traceparent() -> str:
 
 def context_from_traceparent(traceparent: str) -> context.Context:
     return propagate.extract({"traceparent": traceparent} if traceparent else {})
+
+
+def current_trace_id() -> str:
+    """The current span's trace id as 32 hex digits, or "" outside a span."""
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ class JwksCache:
 
 
 class TokenVerifier:
+    """Checks a token's signature and claims, then whether its session has ended.
+
+    A client sends the same access token with every request for its lifetime, so a token whose
+    signature and claims were checked is remembered (up to `cache_size` of them) until it expires
+    or `cache_seconds` pass, whichever is first; whether its session has ended is asked every time.
+    A key withdrawn from the key set thus stops a remembered token within `cache_seconds`, well
+    within the key set's own cache time."""
+
     def __init__(
         self,
         keys: JwksCache,
@@ -95,14 +104,36 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: int,
         revocations: SessionRevocations | None = None,
+        cache_seconds: float = 60.0,
+        cache_size: int = 10_000,
     ) -> None:
         self._keys = keys
         self._revocations = revocations
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] > time.time():
+            self._verified.move_to_end(token)
+            principal = remembered[1]
+        else:
+            self._verified.pop(token, None)
+            principal, expires_at = await self._check(token)
+            if self._cache_size > 0:
+                self._verified[token] = (min(expires_at, time.time() + self._cache_seconds), principal)
+                if len(self._verified) > self._cache_size:
+                    self._verified.popitem(last=False)
+        if self._revocations is not None and await self._revocations.is_revoked(principal.session_id):
+            raise Unauthenticated("this session has ended; sign in again", reason="session-revoked")
+        return principal
+
+    async def _check(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and when it stops being valid, or Unauthenticated."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -126,11 +157,10 @@ class TokenVerifier:
             raise Unauthenticated("the token is not valid", reason="invalid-token") from None
         if claims["role"] not in ROLES:
             raise Unauthenticated("the token carries an unknown role", reason="invalid-token")
-        if self._revocations is not None and await self._revocations.is_revoked(claims["sid"]):
-            raise Unauthenticated("this session has ended; sign in again", reason="session-revoked")
-        return Principal(
+        principal = Principal(
             user_id=claims["sub"], role=claims["role"], session_id=claims["sid"], token_id=claims["jti"], token=token
         )
+        return principal, float(claims["exp"]) + self._leeway
 
 
 def bearer_token(authorization: str | None) -> str | None:

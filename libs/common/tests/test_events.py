@@ -16,6 +16,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry import trace
+from prometheus_client import REGISTRY
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
@@ -32,6 +33,11 @@ TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 WAIT_SECONDS = 10.0
+
+
+def consumed(queue: str, outcome: str) -> float:
+    """events_consumed_total for a queue (each test's queues have names of their own)."""
+    return REGISTRY.get_sample_value("events_consumed_total", {"queue": queue, "outcome": outcome}) or 0.0
 
 
 def uploaded(image_id: str = "img-1") -> events_pb2.Envelope:
@@ -218,6 +224,8 @@ async def test_event_delivered_twice_is_handled_once_and_both_deliveries_are_ack
 
     assert handled == [envelope.event_id, sentinel.event_id]
     assert await broker.processed("history").seen(envelope.event_id)
+    assert consumed(queue, "acked") == 2
+    assert consumed(queue, "duplicate") == 1
     assert await broker.ready_count(queue) == 0
     assert await broker.ready_count(f"{queue}.dlq") == 0
 
@@ -300,6 +308,7 @@ async def test_always_failing_handler_is_retried_with_growing_delays_then_dead_l
     assert second > first
     assert 0.4 <= third < 0.8
     assert give_ups.calls == [(envelope.event_id, "retries_exhausted: ConnectionError")]
+    assert (consumed(queue, "retried"), consumed(queue, "dead_lettered"), consumed(queue, "acked")) == (3, 1, 0)
     assert events_pb2.Envelope.FromString(dead.body) == envelope
     assert dead.message_id == envelope.event_id
     assert dead.headers["x-attempt"] == 4

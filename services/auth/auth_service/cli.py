@@ -24,6 +24,7 @@ from auth_service.sessions import SessionStore
 from auth_service.settings import Settings
 from auth_service.users import ROLES, User, UserRepository
 from facerestore_common import mongo
+from facerestore_common.activity import ActivityOutbox
 from facerestore_common.errors import DomainError
 from facerestore_common.revocation import SessionRevocations
 
@@ -53,7 +54,8 @@ async def _account_change(settings: Settings, raw_phone: str, action: str, role:
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
     redis = Redis.from_url(settings.redis_url)
     try:
-        users = UserRepository(database)
+        # Recorded like the service's own changes; the running auth service relays them to the admins.
+        users = UserRepository(database, activity=ActivityOutbox(database, "auth"))
         sessions = SessionStore(
             database,
             settings.refresh_token_ttl_seconds,
@@ -68,7 +70,7 @@ async def _account_change(settings: Settings, raw_phone: str, action: str, role:
         if action == "set-role":
             user = await users.set_role(user.id, role, actor=actor, via="cli")
         else:
-            user = await users.set_banned(user.id, action == "ban")
+            user = await users.set_banned(user.id, action == "ban", via="cli")
         if action != "unban":
             # Tokens carry the role and a banned user must be out at once: end every session.
             await sessions.revoke_user(user.id)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import grpc
 
 from auth_service.email_signin import EmailSignIn
+from auth_service.erasure import AccountErasure
 from auth_service.keys import KeyRing
 from auth_service.signin import SignIn, Tokens
 from auth_service.users import User, UserRepository
 from facerestore.auth.v1 import auth_pb2, auth_pb2_grpc
-from facerestore_common.errors import InvalidArgument, NotFound
+from facerestore_common.errors import InvalidArgument, NotFound, Unavailable
 from facerestore_common.grpc_server import Access
 from facerestore_common.timeutil import ms_to_timestamp
 from facerestore_common.tokens import require_principal
@@ -28,6 +29,8 @@ ACCESS_POLICY = {
     "RequestEmailCode": Access.PUBLIC,
     "VerifyEmailCode": Access.PUBLIC,
     "SetUserBanned": Access.ADMIN,
+    "GetUser": Access.ADMIN,
+    "DeleteAccount": Access.USER,
 }
 
 
@@ -51,8 +54,16 @@ def token_message(tokens: Tokens) -> auth_pb2.TokenPair:
 
 
 class AuthApi(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, signin: SignIn, email: EmailSignIn, users: UserRepository, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        signin: SignIn,
+        email: EmailSignIn,
+        users: UserRepository,
+        keys: KeyRing,
+        erasure: AccountErasure | None = None,
+    ) -> None:
         self._signin = signin
+        self._erasure = erasure
         self._email = email
         self._users = users
         self._keys = keys
@@ -80,6 +91,14 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.LogoutResponse:
         await self._signin.logout(require_principal().session_id)
         return auth_pb2.LogoutResponse()
+
+    async def DeleteAccount(
+        self, request: auth_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.DeleteAccountResponse:
+        if self._erasure is None:
+            raise Unavailable("accounts cannot be erased here", reason="erasure-unavailable")
+        erasure_id = await self._erasure.erase(require_principal().user_id)
+        return auth_pb2.DeleteAccountResponse(erasure_id=erasure_id)
 
     async def GetMe(self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext) -> auth_pb2.GetMeResponse:
         user = await self._users.get(require_principal().user_id)
@@ -136,3 +155,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument("admins cannot ban themselves", reason="cannot-ban-self")
         user = await self._signin.set_banned(request.user_id, request.banned)
         return auth_pb2.SetUserBannedResponse(user=user_message(user))
+
+    async def GetUser(
+        self, request: auth_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetUserResponse:
+        return auth_pb2.GetUserResponse(user=user_message(await self._users.get_by_id(request.user_id)))

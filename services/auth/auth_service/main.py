@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from auth_service.email_sender import SmtpEmailSender
 from auth_service.email_signin import EmailSignIn
+from auth_service.erasure import AccountErasure
 from auth_service.grpc_api import ACCESS_POLICY, AuthApi
 from auth_service.keys import KeyRing, load_key_ring
 from auth_service.otp import OtpStore
@@ -23,11 +25,16 @@ from auth_service.tokens import AccessTokenIssuer
 from auth_service.users import UserRepository
 from facerestore.auth.v1 import auth_pb2_grpc
 from facerestore_common import mongo
+from facerestore_common.activity import ActivityOutbox, stop_task
 from facerestore_common.bootstrap import run_service
+from facerestore_common.events import EventBus
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
+from facerestore_common.health import redis_check
 from facerestore_common.logging import get_logger
+from facerestore_common.metrics_server import serve_metrics
 from facerestore_common.revocation import SessionRevocations
 from facerestore_common.tokens import JwksCache, TokenVerifier
+from facerestore_common.topology import CONSUMER_BINDINGS
 
 log = get_logger(__name__)
 
@@ -58,7 +65,20 @@ def otp_store(redis: Redis, settings: Settings, prefix: str) -> OtpStore:
 
 async def serve(settings: Settings) -> None:
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
-    users = UserRepository(database)
+    # Sign-ups, sign-ins, codes, role changes and bans for the admins: kept in MongoDB first,
+    # relayed to the broker (never waited for: sign-in works while the broker is away).
+    activity = ActivityOutbox(database, "auth")
+    await activity.create_indexes()
+    bus = EventBus(
+        settings.amqp_url.get_secret_value(),
+        settings.events_exchange,
+        settings.queue_prefix,
+        "auth",
+        topology=CONSUMER_BINDINGS,
+        robust=False,  # the relay connects it again after an outage
+    )
+    relay = asyncio.create_task(activity.run(bus, reconnect=True))
+    users = UserRepository(database, activity=activity)
     await users.create_indexes()
     redis = Redis.from_url(settings.redis_url)
     await redis.ping()
@@ -105,6 +125,7 @@ async def serve(settings: Settings) -> None:
         phone_policy=PhonePolicy(settings.phone_default_region, settings.allowed_regions(), settings.denied_regions()),
         throttle=throttle,
         test_codes=settings.test_codes(),
+        activity=activity,
     )
     email = EmailSignIn(
         signin,
@@ -113,14 +134,19 @@ async def serve(settings: Settings) -> None:
         sender=SmtpEmailSender(settings),
         throttle=throttle,
     )
-    server = GrpcServer(
+    server = GrpcServer.from_settings(
+        settings,
         ["facerestore.auth.v1.AuthService"],
-        settings.grpc_host,
-        settings.grpc_port,
-        settings.grpc_max_message_bytes,
         [AuthInterceptor(verifier, ACCESS_POLICY)],
+        checks={"mongodb": functools.partial(mongo.ping, database), "redis": redis_check(redis)},
     )
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(signin, email, users, keys), server.server)
+    metrics = serve_metrics(settings)
+    # DELETE /v1/me: the account closes at once; user.deleted goes out now or, after a crash or
+    # while the broker is away, from the retry loop.
+    erasure = AccountErasure(database, sessions, bus, settings.pseudonym_secret.get_secret_value())
+    await erasure.create_indexes()
+    erasure_retry = asyncio.create_task(erasure.run_forever(settings.erasure_retry_seconds))
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(signin, email, users, keys, erasure), server.server)
     log.info(
         "auth_starting",
         sms_provider=settings.sms_provider,
@@ -132,9 +158,14 @@ async def serve(settings: Settings) -> None:
     )
 
     async def close() -> None:
-        reloader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reloader
+        if metrics is not None:
+            metrics.close()
+        for task in (reloader, erasure_retry):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await stop_task(relay)
+        await bus.close()
         await redis.aclose()
         database.client.close()
 

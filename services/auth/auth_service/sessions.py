@@ -78,6 +78,11 @@ class SessionStore:
             raise Unauthenticated("the refresh token has expired", reason="invalid-refresh-token")
         return await self._issue(spent["user_id"], spent["session_id"])
 
+    async def owner(self, refresh_token: str) -> str | None:
+        """Whose refresh token this is (used, revoked or expired alike); None for an unknown one."""
+        known = await self._tokens.find_one({"_id": _hash(refresh_token)}, {"user_id": 1})
+        return str(known["user_id"]) if known is not None else None
+
     async def revoke(self, session_id: str) -> None:
         """End the session: its refresh tokens stop working, and so do its access tokens."""
         await self._tokens.update_many({"session_id": session_id}, {"$set": {"revoked": True}})

@@ -6,16 +6,29 @@ from pydantic import Field, SecretStr, model_validator
 
 from facerestore_common.settings import (
     AuthClientSettings,
+    BrokerSettings,
     GrpcServerSettings,
     MongoSettings,
+    PseudonymSettings,
     RedisSettings,
     ServiceSettings,
 )
 
 
-class Settings(ServiceSettings, GrpcServerSettings, MongoSettings, RedisSettings, AuthClientSettings):
+class Settings(
+    ServiceSettings,
+    GrpcServerSettings,
+    MongoSettings,
+    RedisSettings,
+    AuthClientSettings,
+    BrokerSettings,
+    PseudonymSettings,
+):
     service_name: str = "auth"
+    # How often an account erasure that could not publish user.deleted (broker away, crash) is retried.
+    erasure_retry_seconds: float = Field(default=10.0, gt=0)
     grpc_port: int = 50051
+    metrics_port: int = 9102
     mongo_database: str = "facerestore_auth"
 
     otp_ttl_seconds: int = Field(default=300, ge=30)

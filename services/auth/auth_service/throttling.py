@@ -58,6 +58,7 @@ class SignInThrottle:
             reason="rate-limited",
             retry_after=retry_after,
             limit=limit.name,
+            limit_policy=f"{limit.item.amount};w={limit.item.get_expiry()}",
         )
 
     async def _acquire(self, checks: list[tuple[Limit, str]]) -> None:

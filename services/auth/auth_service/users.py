@@ -11,11 +11,15 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
+from auth_service.metrics import SIGN_UPS
+from facerestore_common.activity import ActivityRecorder
 from facerestore_common.errors import Conflict, NotFound
-from facerestore_common.logging import mask_phone
+from facerestore_common.logging import get_logger, mask_phone
 from facerestore_common.timeutil import now_ms
 
 ROLES = ("user", "admin")
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,21 @@ class User:
 
 
 class UserRepository:
-    def __init__(self, database: AsyncIOMotorDatabase) -> None:
+    """`activity`, when given, records sign-ups, role changes and bans for the admins' statistics."""
+
+    def __init__(self, database: AsyncIOMotorDatabase, activity: ActivityRecorder | None = None) -> None:
         self._users = database["users"]
         self._emails = database["user_emails"]
         self._role_changes = database["role_changes"]
+        self._activity = activity
+
+    async def _record(self, kind: str, user_id: str, **labels: str) -> None:
+        if self._activity is None:
+            return
+        try:
+            await self._activity.record(kind, user_id, **labels)
+        except Exception:
+            log.error("activity_not_recorded", kind=kind, exc_info=True)
 
     async def create_indexes(self) -> None:
         await self._users.create_index("phone", unique=True)
@@ -60,14 +75,19 @@ class UserRepository:
             "$set": {"last_login_at_ms": now},
             "$setOnInsert": {"_id": uuid.uuid4().hex, "created_at_ms": now, "role": "user", "banned": False},
         }
+        created = False
         try:
-            await self._users.update_one({"phone": phone}, update, upsert=True)
+            result = await self._users.update_one({"phone": phone}, update, upsert=True)
+            created = result.upserted_id is not None
         except DuplicateKeyError:
             # Two first sign-ins raced; the other one created the user.
             await self._users.update_one({"phone": phone}, {"$set": update["$set"]})
         user = await self.by_phone(phone)
         if user is None:
             raise RuntimeError(f"user for {mask_phone(phone)} vanished during sign-in")
+        if created:
+            SIGN_UPS.inc()
+            await self._record("user.signed_up", user.id)
         if promote_to_admin and user.role != "admin":
             user = await self.set_role(user.id, "admin", actor="ADMIN_PHONES", via="sign-in")
         return user
@@ -121,14 +141,21 @@ class UserRepository:
                     "at_ms": now_ms(),
                 }
             )
+            await self._record("user.role_changed", user_id, **{"from": before.role, "to": role, "via": via})
         return await self._require(user_id)
 
     async def role_changes(self, user_id: str) -> list[dict[str, Any]]:
         return await self._role_changes.find({"user_id": user_id}).sort("at_ms", 1).to_list(None)
 
-    async def set_banned(self, user_id: str, banned: bool) -> User:
-        await self._require(user_id)
+    async def set_banned(self, user_id: str, banned: bool, via: str = "admin") -> User:
+        before = await self._require(user_id)
         await self._users.update_one({"_id": user_id}, {"$set": {"banned": banned, "banned_changed_at_ms": now_ms()}})
+        if before.banned != banned:
+            await self._record("user.banned" if banned else "user.unbanned", user_id, via=via)
+        return await self._require(user_id)
+
+    async def get_by_id(self, user_id: str) -> User:
+        """The user, or NotFound."""
         return await self._require(user_id)
 
     async def _require(self, user_id: str) -> User:

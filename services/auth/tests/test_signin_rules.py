@@ -315,6 +315,7 @@ def production_settings(**overrides: Any) -> Settings:
     options: dict[str, Any] = {
         "environment": "production",
         "otp_hmac_secret": "x" * 32,
+        "pseudonym_secret": "p" * 32,
         "sms_provider": "twilio",
         "twilio_account_sid": "AC" + "0" * 32,
         "twilio_auth_token": "t" * 32,
@@ -421,10 +422,10 @@ async def test_a_ban_ends_every_session_of_the_user_and_refuses_their_codes(
     assert banned.banned
     await assert_session_revoked(verifier, first.access_token)
     await assert_session_revoked(verifier, second.access_token)
-    # Sessions are revoked before the ban is even looked at: the refresh token is simply invalid.
-    with pytest.raises(Unauthenticated) as refresh:
+    # The sessions are over, and their holder is told why (as the README says).
+    with pytest.raises(PermissionDenied) as refresh:
         await signin.refresh(first.refresh_token)
-    assert refresh.value.reason == "invalid-refresh-token"
+    assert refresh.value.reason == "account-suspended"
     with pytest.raises(Unauthenticated) as verify:
         await signin.verify_code(USER_PHONE, code_sent_before_the_ban)
     assert verify.value.reason == "invalid-code"
@@ -442,6 +443,20 @@ async def test_a_refresh_by_a_banned_user_whose_session_survived_is_refused_as_s
 
     assert caught.value.reason == "account-suspended"
     await assert_session_revoked(verifier, tokens.access_token)
+
+
+async def test_after_an_unban_the_sessions_the_ban_ended_stay_ended(
+    signin: SignIn, outbox: Path, users: UserRepository
+) -> None:
+    tokens, user = await sign_in(signin, outbox, USER_PHONE)
+    await signin.set_banned(user.id, True)
+    await signin.set_banned(user.id, False)
+
+    with pytest.raises(Unauthenticated) as refresh:
+        await signin.refresh(tokens.refresh_token)
+    assert refresh.value.reason == "invalid-refresh-token"
+    with pytest.raises(Unauthenticated):
+        await signin.refresh("a-refresh-token-nobody-was-given")
 
 
 async def test_an_unbanned_user_can_sign_in_again(

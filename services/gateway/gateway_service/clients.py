@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -39,17 +40,21 @@ class ServiceClients:
             admin=admin_pb2_grpc.AdminServiceStub(channels["admin"]),
         )
 
-    async def health(self, timeout_seconds: float = 2.0) -> dict[str, bool]:
-        results = {}
-        for name, channel in self.channels.items():
+    async def health(self, timeout_seconds: float = 1.0) -> dict[str, str]:
+        """Each service's gRPC health status: "serving", "not-serving" or "unreachable", asked all at once."""
+
+        async def status(channel: grpc.aio.Channel) -> str:
             try:
                 response = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=timeout_seconds
                 )
-                results[name] = response.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:
-                results[name] = False
-        return results
+                return "unreachable"
+            return "serving" if response.status == health_pb2.HealthCheckResponse.SERVING else "not-serving"
+
+        names = list(self.channels)
+        answers = await asyncio.gather(*(status(self.channels[name]) for name in names))
+        return dict(zip(names, answers, strict=True))
 
     async def close(self) -> None:
         for channel in self.channels.values():

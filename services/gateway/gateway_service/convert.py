@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
+from google.protobuf import timestamp_pb2
 
 from facerestore.auth.v1 import auth_pb2
 from facerestore.history.v1 import history_pb2
-from gateway_service.schemas import AdminImageOut, ImageOut, QualityOut, TokenResponse, UserOut
+from gateway_service.schemas import (
+    AdminImageOut,
+    FaceMatchOut,
+    ImageOut,
+    QueryFaceOut,
+    SearchResult,
+    TokenResponse,
+    UserOut,
+)
 
 
 def tokens_out(tokens: auth_pb2.TokenPair) -> TokenResponse:
@@ -30,43 +39,67 @@ def user_out(user: auth_pb2.User) -> UserOut:
 
 
 def _file_url(request: Request, token: str) -> str | None:
-    return str(request.url_for("download_file", token=token)) if token else None
+    # From the configured public address, never from the request's Host header (which the
+    # client chooses). Tokens are URL-safe (JWS compact form).
+    if not token:
+        return None
+    base: str = request.app.state.settings.public_base_url
+    return f"{base}/v1/files/{token}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
+    # Timestamp.ToDatetime validates and rounds through several calls; this is the same value.
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+def _quality(quality: history_pb2.Quality) -> dict[str, object]:
+    return {
+        "backend": quality.backend,
+        "restorer_model": quality.restorer_model,
+        "analyzer_model": quality.analyzer_model,
+        "sharpness_before": quality.sharpness_before,
+        "sharpness_after": quality.sharpness_after,
+        "sharpness_gain": quality.sharpness_gain,
+        "identity_min": quality.identity_min,
+        "identity_mean": quality.identity_mean,
+        "face_detection_scores": list(quality.face_detection_scores),
+        "stage_ms": dict(quality.stage_ms),
+        "warnings": list(quality.warnings),
+        "duration_ms": quality.duration_ms,
+    }
 
 
 def image_fields(image: history_pb2.Image, request: Request) -> dict[str, object]:
-    done = image.status == "done"
+    """An image's public fields as plain values (a list of them is validated once, as a page)."""
+    base: str = request.app.state.settings.public_base_url
+    original, thumbnail, restored = image.original_token, image.thumbnail_token, image.restored_token
     return {
         "id": image.id,
         "status": image.status,
-        "created_at": image.created_at.ToDatetime(tzinfo=UTC),
-        "updated_at": image.updated_at.ToDatetime(tzinfo=UTC) if image.HasField("updated_at") else None,
-        "original_url": _file_url(request, image.original_token),
-        "thumbnail_url": _file_url(request, image.thumbnail_token),
-        "restored_url": _file_url(request, image.restored_token),
-        "faces": image.faces if done else None,
-        "quality": QualityOut(
-            backend=image.quality.backend,
-            restorer_model=image.quality.restorer_model,
-            analyzer_model=image.quality.analyzer_model,
-            sharpness_before=image.quality.sharpness_before,
-            sharpness_after=image.quality.sharpness_after,
-            sharpness_gain=image.quality.sharpness_gain,
-            identity_min=image.quality.identity_min,
-            identity_mean=image.quality.identity_mean,
-            face_detection_scores=list(image.quality.face_detection_scores),
-            stage_ms=dict(image.quality.stage_ms),
-            warnings=list(image.quality.warnings),
-            duration_ms=image.quality.duration_ms,
-        )
-        if image.HasField("quality")
-        else None,
+        "created_at": _datetime(image.created_at),
+        "updated_at": _datetime(image.updated_at) if image.HasField("updated_at") else None,
+        # From the configured public address, never from the request's Host header.
+        "original_url": f"{base}/v1/files/{original}" if original else None,
+        "thumbnail_url": f"{base}/v1/files/{thumbnail}" if thumbnail else None,
+        "restored_url": f"{base}/v1/files/{restored}" if restored else None,
+        "faces": image.faces if image.status == "done" else None,
+        "quality": _quality(image.quality) if image.HasField("quality") else None,
         "tags": list(image.tags),
         "note": image.note,
         "location": image.location,
         "width": image.width or None,
         "height": image.height or None,
         "error": image.error or None,
+        "under_review": image.under_review,
+        "feedback": feedback_fields(image.feedback) if image.HasField("feedback") else None,
     }
+
+
+def feedback_fields(feedback: history_pb2.Feedback) -> dict[str, object]:
+    return {"rating": feedback.rating, "comment": feedback.comment, "given_at": _datetime(feedback.given_at)}
 
 
 def image_out(image: history_pb2.Image, request: Request) -> ImageOut:
@@ -75,3 +108,28 @@ def image_out(image: history_pb2.Image, request: Request) -> ImageOut:
 
 def admin_image_out(image: history_pb2.Image, request: Request) -> AdminImageOut:
     return AdminImageOut(user_id=image.user_id, **image_fields(image, request))  # type: ignore[arg-type]
+
+
+def search_result_out(result: history_pb2.SearchFacesResponse, request: Request, with_owner: bool) -> SearchResult:
+    return SearchResult(
+        query_faces=[
+            QueryFaceOut(index=face.index, box=list(face.box), detection_score=face.detection_score, used=face.used)
+            for face in result.query_faces
+        ],
+        matches=[
+            FaceMatchOut(
+                image_id=match.image_id,
+                face_index=match.face_index,
+                score=min(1.0, max(0.0, match.score)),
+                box=list(match.box),
+                created_at=match.created_at.ToDatetime(tzinfo=UTC),
+                tags=list(match.tags),
+                location=match.location,
+                thumbnail_url=_file_url(request, match.thumbnail_token),
+                restored_url=_file_url(request, match.restored_token),
+                user_id=match.user_id if with_owner else None,
+            )
+            for match in result.matches
+        ],
+        model=result.model,
+    )

@@ -3,6 +3,7 @@ Token and role checks live here and nowhere else in the gateway."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,18 +12,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from facerestore_common.tokens import Principal, TokenVerifier
 from gateway_service.clients import ServiceClients
 from gateway_service.problems import Problem
-from gateway_service.rate_limits import RateLimiter
+from gateway_service.rate_limits import RateLimiter, Verdict
 from gateway_service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/otp/verify or /v1/auth/refresh")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_clients(request: Request) -> ServiceClients:
+async def get_clients(request: Request) -> ServiceClients:
     clients: ServiceClients = request.app.state.clients
     return clients
 
@@ -48,12 +49,65 @@ Clients = Annotated[ServiceClients, Depends(get_clients)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
-async def upload_quota(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> None:
+class UploadSpend:
+    """An upload counted against the caller's quota, taken back unless it turns out to be a
+    newly accepted upload: a refused one (any error) or an Idempotency-Key replay spends nothing."""
+
+    def __init__(self, limiter: RateLimiter, verdict: Verdict | None, request: Request) -> None:
+        self._limiter = limiter
+        self._verdict = verdict
+        self._request = request
+
+    async def take_back(self) -> None:
+        if self._verdict is None:
+            return
+        verdict, self._verdict = self._verdict, None
+        self._request.state.rate_limit_verdict = await self._limiter.take_back(verdict)
+
+
+async def upload_quota(
+    request: Request, principal: Annotated[Principal, Depends(get_principal)]
+) -> AsyncIterator[UploadSpend]:
     """Counts an upload against the caller's hourly quota (refused with 429 when spent)."""
     limiter: RateLimiter = request.app.state.rate_limiter
     verdict = await limiter.hit(request.app.state.upload_limit, principal.user_id)
     # The request context middleware puts these headers on the answer, whatever it is.
     request.state.rate_limit_verdict = verdict
+    spend = UploadSpend(limiter, verdict, request)
+    try:
+        yield spend
+    except BaseException:
+        await spend.take_back()
+        raise
 
 
-UploadQuota = Annotated[None, Depends(upload_quota)]
+# Function scope: the route's outcome (an exception included) reaches it before the answer is sent.
+UploadQuota = Annotated[UploadSpend, Depends(upload_quota, scope="function")]
+
+
+async def search_quota(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> None:
+    """Counts a search against the caller's per-minute search limit (refused with 429 when spent)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    request.state.rate_limit_verdict = await limiter.hit(request.app.state.search_limit, principal.user_id)
+
+
+SearchQuota = Annotated[None, Depends(search_quota)]
+
+
+async def export_quota(
+    request: Request, principal: Annotated[Principal, Depends(get_principal)]
+) -> AsyncIterator[UploadSpend]:
+    """Counts an export against the caller's daily limit (refused with 429 when spent); a request
+    that fails spends nothing."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    verdict = await limiter.hit(request.app.state.export_limit, principal.user_id)
+    request.state.rate_limit_verdict = verdict
+    spend = UploadSpend(limiter, verdict, request)
+    try:
+        yield spend
+    except BaseException:
+        await spend.take_back()
+        raise
+
+
+ExportQuota = Annotated[UploadSpend, Depends(export_quota, scope="function")]

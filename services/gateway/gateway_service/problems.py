@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -13,6 +14,7 @@ from starlette.routing import Match
 
 from facerestore_common.errors import (
     LIMIT_METADATA_KEY,
+    LIMIT_POLICY_METADATA_KEY,
     REASON_METADATA_KEY,
     RETRY_AFTER_METADATA_KEY,
     DomainError,
@@ -66,6 +68,11 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    if problem.status == 429:
+        # Every rate-limit refusal passes here: the gateway's own limits and auth's.
+        reporter = getattr(request.app.state, "refusals", None)
+        if reporter is not None:
+            reporter.tally.count(str(problem.extra.get("limit") or "unknown"))
     body = {
         "type": PROBLEM_BASE + problem.reason,
         "title": _TITLES.get(problem.status, "Error"),
@@ -84,12 +91,28 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _retry_headers(retry_after: str | int | None, limit: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+_POLICY = re.compile(r"(\d+);w=(\d+)")
+
+
+def _retry_headers(
+    retry_after: str | int | None, limit: str | None, policy: str | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if retry_after is not None and str(retry_after).isdigit():
         headers["Retry-After"] = str(retry_after)
         extra["retry_after"] = int(retry_after)
+        # The refusing limit's own numbers (a service's limit), so that the RateLimit headers
+        # describe the limit that answered rather than the gateway's per-IP limit.
+        if policy is not None and (numbers := _POLICY.fullmatch(str(policy))):
+            headers.update(
+                {
+                    "RateLimit-Limit": numbers.group(1),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(retry_after),
+                    "RateLimit-Policy": numbers.group(0),
+                }
+            )
     if limit:
         extra["limit"] = str(limit)
     return headers, extra
@@ -100,7 +123,11 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
     metadata = dict(error.trailing_metadata() or ())
     reason = str(metadata.get(REASON_METADATA_KEY) or "")
     status = _STATUS_BY_REASON.get(reason) or _STATUS_BY_CODE.get(code, 500)
-    headers, extra = _retry_headers(metadata.get(RETRY_AFTER_METADATA_KEY), metadata.get(LIMIT_METADATA_KEY))
+    headers, extra = _retry_headers(
+        metadata.get(RETRY_AFTER_METADATA_KEY),
+        metadata.get(LIMIT_METADATA_KEY),
+        metadata.get(LIMIT_POLICY_METADATA_KEY),
+    )
     if status >= 500:
         log.error("service_call_failed", code=code.name, details=error.details())
         if status == 503:
@@ -113,7 +140,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
 
 def from_domain_error(error: DomainError) -> Problem:
     status = _STATUS_BY_REASON.get(error.reason) or _STATUS_BY_CODE.get(error.status, 500)
-    headers, extra = _retry_headers(error.retry_after, error.limit)
+    headers, extra = _retry_headers(error.retry_after, error.limit, error.limit_policy)
     return Problem(status, error.reason, error.detail, headers, **extra)
 
 

@@ -1,5 +1,12 @@
-"""Rate limits in Redis through the `limits` library (moving windows), with the IETF
-RateLimit header fields on every limited response and Retry-After on 429s.
+"""Rate limits in Redis as moving windows, with the IETF RateLimit header fields on every
+limited response and Retry-After on 429s.
+
+A window is a sorted set of the hits it holds, scored by their time; one Lua script drops the
+hits that left the window, counts and, when there is room, adds the new hit, all in one round
+trip. The same round trip can also answer whether a key exists: the request context asks for the
+per-IP limit and for the session of the request's token together. A hit has its own member in
+the set, so a hit that should not have counted (an upload refused by the upload service, an
+Idempotency-Key replay) is taken back.
 
 What happens when Redis is unreachable is decided per limit: `fail_open` limits let the
 request through (reads should not fail because counting failed), the others refuse it
@@ -8,18 +15,42 @@ with 503 (an unlimited upload endpoint is an abuse vector)."""
 from __future__ import annotations
 
 import math
-import time
+import secrets
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from facerestore_common.logging import get_logger
 from gateway_service.problems import Problem
 
 log = get_logger(__name__)
+
+# KEYS[1]: the window; KEYS[2] (optional): a key whose existence is reported too.
+# ARGV: window length in ms, the limit, this hit's member. Time is Redis's own, shared by every gateway.
+# Returns {allowed (0/1), hits in the window, ms until the oldest hit leaves it, KEYS[2] exists (0/1)}.
+_HIT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  allowed = 1
+  count = count + 1
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+local reset = window
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+local exists = 0
+if KEYS[2] then exists = redis.call('EXISTS', KEYS[2]) end
+return {allowed, count, reset, exists}
+"""
 
 
 @dataclass(frozen=True)
@@ -32,41 +63,71 @@ class Limit:
     def of(cls, name: str, spec: str, fail_open: bool) -> Limit:
         return cls(name, parse(spec), fail_open)
 
+    @property
+    def amount(self) -> int:
+        return int(self.item.amount)
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.item.get_expiry())
+
+    @property
+    def policy(self) -> str:
+        return f"{self.amount};w={self.window_seconds}"
+
 
 @dataclass(frozen=True)
 class Verdict:
     limit: Limit
     remaining: int
     reset_after: int
+    # Where this hit is counted, so that it can be taken back.
+    key: str = ""
+    member: str = ""
 
     def headers(self) -> dict[str, str]:
         return {
-            "RateLimit-Limit": str(self.limit.item.amount),
+            "RateLimit-Limit": str(self.limit.amount),
             "RateLimit-Remaining": str(self.remaining),
             "RateLimit-Reset": str(self.reset_after),
-            "RateLimit-Policy": f"{self.limit.item.amount};w={self.limit.item.get_expiry()}",
+            "RateLimit-Policy": self.limit.policy,
         }
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str, key_prefix: str) -> None:
-        storage = storage_from_string(f"async+{redis_url}", implementation="redispy", key_prefix=key_prefix)
-        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+    def __init__(self, redis_url: str, key_prefix: str, timeout_seconds: float = 1.0) -> None:
+        # A client of its own with short timeouts: a Redis that hangs must not hold requests.
+        self._redis = Redis.from_url(redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
+        self._prefix = key_prefix
+        self._script = self._redis.register_script(_HIT)
+
+    def _key(self, limit: Limit, key: str) -> str:
+        return f"{self._prefix}:{limit.name}:{key}"
 
     async def hit(self, limit: Limit, key: str) -> Verdict | None:
         """Count one request; raise a 429 Problem when the limit is spent. None: not counted (Redis down, fail-open)."""
+        verdict, _ = await self.hit_and_check(limit, key, None)
+        return verdict
+
+    async def hit_and_check(self, limit: Limit, key: str, other_key: str | None) -> tuple[Verdict | None, bool | None]:
+        """`hit`, and in the same round trip whether `other_key` exists (None: not asked, or Redis is down)."""
+        window_key = self._key(limit, key)
+        member = secrets.token_hex(8)
+        keys = [window_key] if other_key is None else [window_key, other_key]
         try:
-            allowed = await self._limiter.hit(limit.item, limit.name, key)
-            stats = await self._limiter.get_window_stats(limit.item, limit.name, key)
+            allowed, count, reset_ms, exists = await self._script(
+                keys=keys, args=[limit.window_seconds * 1000, limit.amount, member]
+            )
         except RedisError as error:
             if limit.fail_open:
                 log.warning("rate_limit_unchecked", limit=limit.name, error=repr(error))
-                return None
+                return None, None
             log.error("rate_limit_unavailable", limit=limit.name, error=repr(error))
             raise Problem(503, "rate-limit-unavailable", "this is unavailable right now; try again shortly") from error
-        verdict = Verdict(limit, stats.remaining, max(0, math.ceil(stats.reset_time - time.time())))
+        reset_after = max(0, math.ceil(int(reset_ms) / 1000))
+        verdict = Verdict(limit, max(0, limit.amount - int(count)), reset_after, window_key, member)
         if not allowed:
-            retry_after = max(1, verdict.reset_after)
+            retry_after = max(1, reset_after)
             raise Problem(
                 429,
                 "rate-limited",
@@ -75,4 +136,17 @@ class RateLimiter:
                 limit=limit.name,
                 retry_after=retry_after,
             )
-        return verdict
+        return verdict, (bool(exists) if other_key is not None else None)
+
+    async def take_back(self, verdict: Verdict) -> Verdict:
+        """Uncount a hit that should not have counted; the verdict as it stands after that."""
+        try:
+            await self._redis.zrem(verdict.key, verdict.member)
+        except RedisError as error:
+            # The hit stays counted: the client loses one of its requests, nothing worse.
+            log.warning("rate_limit_not_taken_back", limit=verdict.limit.name, error=repr(error))
+            return verdict
+        return Verdict(verdict.limit, min(verdict.limit.amount, verdict.remaining + 1), verdict.reset_after)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class FieldError(BaseModel):
@@ -92,6 +92,12 @@ class QualityOut(BaseModel):
     duration_ms: float
 
 
+class FeedbackOut(BaseModel):
+    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (excellent)")
+    comment: str = ""
+    given_at: datetime
+
+
 class ImageOut(BaseModel):
     id: str
     status: Literal["queued", "processing", "done", "failed"]
@@ -108,6 +114,15 @@ class ImageOut(BaseModel):
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    under_review: bool = Field(
+        default=False, description="Hidden by an admin pending review: its pictures are withheld meanwhile"
+    )
+    feedback: FeedbackOut | None = Field(default=None, description="Your rating of the result, if you gave one")
+    restored_base64: str | None = Field(
+        default=None,
+        description="With include=restored_base64 on a restored image: the restored JPEG, base64 (RFC 4648)",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
 
 
 class AdminImageOut(ImageOut):
@@ -117,6 +132,11 @@ class AdminImageOut(ImageOut):
 class ImagePage(BaseModel):
     items: list[ImageOut]
     next_cursor: str | None
+    counts: dict[str, int] | None = Field(
+        default=None,
+        description="With counts=true: your images per status among those every other filter keeps",
+        examples=[{"queued": 0, "processing": 1, "done": 12, "failed": 2}],
+    )
 
 
 class AdminImagePage(BaseModel):
@@ -129,13 +149,84 @@ class UserPage(BaseModel):
     next_cursor: str | None
 
 
-class StatsOut(BaseModel):
-    users: int
-    admins: int
-    images_total: int
-    images_by_status: dict[str, int]
-    faces_total: int
-    mean_sharpness_gain: float
-    mean_duration_ms: float
-    moderation_actions: int
-    generated_at: datetime
+SearchTag = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class SearchOptions(BaseModel):
+    """What every search takes, whatever its query."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    top_k: int = Field(default=10, ge=1, le=50, description="How many matches at most")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="Leave out matches scoring below this")
+    from_: datetime | None = Field(
+        default=None, alias="from", description="Only images created at or after this time (ISO 8601)"
+    )
+    to: datetime | None = Field(default=None, description="Only images created at or before this time (ISO 8601)")
+    location: str | None = Field(default=None, max_length=100, description="Only images with this location")
+    tag: list[SearchTag] = Field(default=[], max_length=10, description="Only images with any of these tags")
+    scope: Literal["own", "all"] = Field(
+        default="own", description="`all` searches every user's faces (admins only; recorded in the audit log)"
+    )
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """Times without an offset are UTC; every time must be one a timestamp can hold."""
+        if value is None:
+            return None
+        try:
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range") from None
+
+    @model_validator(mode="after")
+    def _from_before_to(self) -> SearchOptions:
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError("`from` is after `to`")
+        return self
+
+
+class SearchUpload(SearchOptions):
+    """multipart/form-data: search with the faces of a photo (not stored)."""
+
+    file: bytes = Field(
+        description="A JPEG or PNG photo, at most 1 MB",
+        json_schema_extra={"contentMediaType": "application/octet-stream"},
+    )
+    face: int | None = Field(
+        default=None, ge=0, le=1000, description="Which of the photo's faces (query_faces index); default the largest"
+    )
+
+
+class SearchByFace(SearchOptions):
+    """application/json: search with a face already in your history."""
+
+    image_id: str = Field(min_length=1, max_length=64)
+    face_index: int = Field(ge=0, le=1000, description="Which face of that image (0 = leftmost)")
+
+
+class QueryFaceOut(BaseModel):
+    index: int
+    box: list[int] = Field(description="x0, y0, x1, y1 in the query photo's pixels")
+    detection_score: float
+    used: bool = Field(description="The face the search was made with")
+
+
+class FaceMatchOut(BaseModel):
+    image_id: str
+    face_index: int
+    score: float = Field(ge=0.0, le=1.0, description="Cosine similarity mapped to 0..1: (1 + cos) / 2")
+    box: list[int] = Field(description="x0, y0, x1, y1 in the image's pixels")
+    created_at: datetime
+    tags: list[str] = []
+    location: str = ""
+    thumbnail_url: str | None = None
+    restored_url: str | None = None
+    user_id: str | None = Field(default=None, description="The owner; given with scope=all only")
+
+
+class SearchResult(BaseModel):
+    query_faces: list[QueryFaceOut] = Field(description="The faces found in the query photo, or the stored face")
+    matches: list[FaceMatchOut] = Field(description="Best first")
+    model: str = Field(description="The face analyser model whose embeddings were compared")

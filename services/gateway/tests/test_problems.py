@@ -124,13 +124,16 @@ async def test_healthz_is_ok_without_any_service(client: httpx.AsyncClient) -> N
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_is_503_naming_every_dependency_that_does_not_answer(client: httpx.AsyncClient) -> None:
+async def test_readyz_is_503_without_redis_and_reports_every_unreachable_backend(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
 
     assert response.status_code == 503
-    assert response.json() == {
+    report = response.json()
+    assert report.pop("checked_at")
+    assert report == {
         "status": "not-ready",
-        "checks": {"auth": False, "upload": False, "history": False, "admin": False, "redis": False},
+        "checks": {"redis": False},
+        "backends": {"auth": "unreachable", "upload": "unreachable", "history": "unreachable", "admin": "unreachable"},
     }
 
 

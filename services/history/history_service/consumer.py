@@ -4,20 +4,46 @@ from __future__ import annotations
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.logging import get_logger
+from history_service.erase import UserEraser
+from history_service.faces import FaceRecord
 from history_service.history import History
-from history_service.items import sort_key
+from history_service.indexing import FaceIndexer
+from history_service.items import Item, sort_key
+from history_service.library import search_words
 
 log = get_logger(__name__)
 
+# Events about one image of one user: an erased user's are discarded (erase.py).
+_IMAGE_EVENTS = ("image_uploaded", "image_processing", "image_restored", "image_failed")
+
 
 class HistoryProjector:
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, eraser: UserEraser | None = None) -> None:
         self._history = history
+        self._eraser = eraser
         self._items = history.items
         self._faces = history.faces
+        self._indexer = (
+            FaceIndexer(history.items, history.faces, history.face_index)
+            if history.faces is not None and history.face_index is not None
+            else None
+        )
 
     async def __call__(self, envelope: events_pb2.Envelope) -> None:
         kind = envelope.WhichOneof("payload")
+        if kind in _IMAGE_EVENTS and self._eraser is not None:
+            image = getattr(envelope, kind)
+            if await self._eraser.is_erased(image.user_id):
+                await self._eraser.discard_image(image.image_id, _keys_named(envelope))
+                return
+            await self._apply(kind, envelope)
+            # Erased while this event was applied (the erasure may have passed this image): undo it.
+            if await self._eraser.is_erased(image.user_id):
+                await self._eraser.discard_image(image.image_id, _keys_named(envelope))
+            return
+        await self._apply(kind, envelope)
+
+    async def _apply(self, kind: str | None, envelope: events_pb2.Envelope) -> None:
         if kind == "image_uploaded":
             await self._uploaded(envelope.image_uploaded)
         elif kind == "image_processing":
@@ -30,6 +56,20 @@ class HistoryProjector:
             await self._items.advance(
                 failed.image_id, failed.user_id, "failed", {"error": failed.reason, "error_detail": failed.detail}
             )
+        elif kind == "image_deleted":
+            # History removed the faces when it deleted the image and published this; applying
+            # it again is harmless and catches faces that a result racing the delete wrote.
+            if self._indexer is not None:
+                await self._indexer.remove_image(envelope.image_deleted.image_id)
+            elif self._faces is not None:
+                await self._faces.delete_image(envelope.image_deleted.image_id)
+        elif kind == "user_deleted":
+            if self._eraser is not None:
+                await self._eraser.erase(envelope.user_deleted.user_id)
+            elif self._indexer is not None:
+                await self._indexer.remove_user(envelope.user_deleted.user_id)
+            elif self._faces is not None:
+                await self._faces.delete_user(envelope.user_deleted.user_id)
         else:
             log.info("event_ignored", event_type=envelope.type)
 
@@ -48,9 +88,13 @@ class HistoryProjector:
                 "width": event.width,
                 "height": event.height,
                 "sha256": event.sha256,
+                "search_words": search_words(event.tags, event.note),
             },
         )
-        await self._items.advance(event.image_id, event.user_id, "queued", {})
+        item = await self._items.advance(event.image_id, event.user_id, "queued", {})
+        if item is not None and item.status == "done" and self._indexer is not None:
+            # The result came first: its faces wait for the upload's date, tags and location.
+            await self._indexer.index_image(item)
 
     async def _restored(self, event: events_pb2.ImageRestored) -> None:
         fields = {
@@ -75,9 +119,30 @@ class HistoryProjector:
         }
         item = await self._items.advance(event.image_id, event.user_id, "done", fields)
         if item is not None and self._faces is not None:
-            await self._faces.replace(event.image_id, event.user_id, event.analyzer_model, event.face_details)
+            records = [
+                FaceRecord(face.box, face.detection_score, face.embedding, face.identity_similarity)
+                for face in event.face_details
+            ]
+            documents = await self._faces.replace(event.image_id, event.user_id, event.analyzer_model, records)
+            if self._indexer is not None and _visible(item):
+                await self._indexer.index_image(item, documents)
         if item is None:
             # The image was deleted while it was being restored: its results must not outlive it.
             keys = [event.restored_key, event.original_thumbnail_key, event.restored_thumbnail_key]
             await self._history.remove_blobs([key for key in keys if key])
             log.info("late_result_removed", image_id=event.image_id)
+
+
+def _visible(item: Item) -> bool:
+    """Whether the history shows the item yet (its upload event has been applied)."""
+    return bool(item.sort_key)
+
+
+def _keys_named(envelope: events_pb2.Envelope) -> list[str]:
+    """The files an image event says were stored."""
+    if envelope.HasField("image_uploaded"):
+        return [envelope.image_uploaded.original_key]
+    if envelope.HasField("image_restored"):
+        restored = envelope.image_restored
+        return [restored.restored_key, restored.original_thumbnail_key, restored.restored_thumbnail_key]
+    return []

@@ -5,11 +5,22 @@ from __future__ import annotations
 import grpc
 
 from facerestore.history.v1 import history_pb2, history_pb2_grpc
+from facerestore_common.activity import ActivityRecorder
+from facerestore_common.errors import InvalidArgument, Unavailable
 from facerestore_common.grpc_server import Access
+from facerestore_common.logging import get_logger
 from facerestore_common.timeutil import ms_to_timestamp
 from facerestore_common.tokens import require_principal
+from history_service.exports import Exports
+from history_service.face_index import SearchFilters
 from history_service.history import History
 from history_service.items import Item
+from history_service.library import Library
+from history_service.library_api import LIBRARY_ACCESS, LibraryApi, feedback_of
+from history_service.moderation import Moderation
+from history_service.search import FaceSearch, SearchQuery, SearchResult
+
+log = get_logger(__name__)
 
 ACCESS_POLICY = {
     "ListImages": Access.USER,
@@ -20,6 +31,12 @@ ACCESS_POLICY = {
     "AdminListImages": Access.ADMIN,
     "AdminDeleteImage": Access.ADMIN,
     "AdminStats": Access.ADMIN,
+    # Any signed-in user over their own faces; all_users is checked against the role inside.
+    "SearchFaces": Access.USER,
+    "ReportImage": Access.USER,
+    "AdminSetHidden": Access.ADMIN,
+    "AdminGetImages": Access.ADMIN,
+    **LIBRARY_ACCESS,
 }
 
 
@@ -27,11 +44,50 @@ def _limit(requested: int) -> int:
     return min(max(requested or 20, 1), 100)
 
 
-class HistoryApi(history_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, history: History) -> None:
-        self._history = history
+def _search_query(request: history_pb2.SearchFacesRequest) -> SearchQuery:
+    filters = request.filters
+    return SearchQuery(
+        image=request.image if request.WhichOneof("query") == "image" else b"",
+        face=(request.face.image_id, request.face.face_index) if request.WhichOneof("query") == "face" else None,
+        query_face=request.query_face if request.HasField("query_face") else None,
+        top_k=request.top_k,
+        min_score=request.min_score,
+        filters=SearchFilters(
+            created_from_ms=filters.created_from.ToMilliseconds() if filters.HasField("created_from") else None,
+            created_to_ms=filters.created_to.ToMilliseconds() if filters.HasField("created_to") else None,
+            location=filters.location or None,
+            tags=tuple(filters.tags),
+        ),
+        all_users=request.all_users,
+    )
 
-    def _message(self, item: Item) -> history_pb2.Image:
+
+class HistoryApi(LibraryApi, history_pb2_grpc.HistoryServiceServicer):
+    def __init__(
+        self,
+        history: History,
+        search: FaceSearch | None = None,
+        moderation: Moderation | None = None,
+        activity: ActivityRecorder | None = None,
+        library: Library | None = None,
+        exports: Exports | None = None,
+    ) -> None:
+        self._history = history
+        self._library = library
+        self._exports = exports
+        self._search = search
+        self._moderation = moderation
+        self._activity = activity
+
+    def _message(self, item: Item, *, for_admin: bool = False) -> history_pb2.Image:
+        """An item as the API shows it; while it is under review only admins get its pictures."""
+        message = self._item_message(item, review=item.under_review and for_admin)
+        message.under_review = item.under_review
+        if item.under_review and not for_admin:
+            message.original_token = message.thumbnail_token = message.restored_token = ""
+        return message
+
+    def _item_message(self, item: Item, review: bool = False) -> history_pb2.Image:
         tokens = self._history.downloads
         quality = item.quality
         return history_pb2.Image(
@@ -61,26 +117,23 @@ class HistoryApi(history_pb2_grpc.HistoryServiceServicer):
             note=item.note,
             location=item.location,
             error=item.error,
-            original_token=tokens.issue(item.id, "original") if item.original_key else "",
-            thumbnail_token=tokens.issue(item.id, "thumbnail") if item.original_thumbnail_key else "",
-            restored_token=tokens.issue(item.id, "restored") if item.restored_key else "",
+            original_token=tokens.issue(item.id, "original", review=review) if item.original_key else "",
+            thumbnail_token=tokens.issue(item.id, "thumbnail", review=review) if item.original_thumbnail_key else "",
+            restored_token=tokens.issue(item.id, "restored", review=review) if item.restored_key else "",
             width=item.width,
             height=item.height,
+            feedback=feedback_of(item),
         )
 
     async def ListImages(
         self, request: history_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
     ) -> history_pb2.ListImagesResponse:
-        items, next_cursor = await self._history.items.list(
-            _limit(request.limit), request.cursor, require_principal().user_id
-        )
-        return history_pb2.ListImagesResponse(images=[self._message(i) for i in items], next_cursor=next_cursor)
+        return await self.list_own(request)
 
     async def GetImage(
         self, request: history_pb2.GetImageRequest, context: grpc.aio.ServicerContext
     ) -> history_pb2.GetImageResponse:
-        item = await self._history.get_own(require_principal().user_id, request.image_id)
-        return history_pb2.GetImageResponse(image=self._message(item))
+        return await self.get_own(request)
 
     async def DeleteImage(
         self, request: history_pb2.DeleteImageRequest, context: grpc.aio.ServicerContext
@@ -100,7 +153,9 @@ class HistoryApi(history_pb2_grpc.HistoryServiceServicer):
         items, next_cursor = await self._history.items.list(
             _limit(request.limit), request.cursor, request.user_id or None
         )
-        return history_pb2.AdminListImagesResponse(images=[self._message(i) for i in items], next_cursor=next_cursor)
+        return history_pb2.AdminListImagesResponse(
+            images=[self._message(i, for_admin=True) for i in items], next_cursor=next_cursor
+        )
 
     async def AdminDeleteImage(
         self, request: history_pb2.AdminDeleteImageRequest, context: grpc.aio.ServicerContext
@@ -112,3 +167,85 @@ class HistoryApi(history_pb2_grpc.HistoryServiceServicer):
         self, request: history_pb2.AdminStatsRequest, context: grpc.aio.ServicerContext
     ) -> history_pb2.AdminStatsResponse:
         return history_pb2.AdminStatsResponse(**await self._history.items.stats())
+
+    async def SearchFaces(
+        self, request: history_pb2.SearchFacesRequest, context: grpc.aio.ServicerContext
+    ) -> history_pb2.SearchFacesResponse:
+        if self._search is None:
+            raise Unavailable("similar-face search is not configured", reason="search-unavailable")
+        principal = require_principal()
+        result = await self._search.search(principal, _search_query(request))
+        await self._record_search(principal.user_id, request)
+        return self._search_response(result)
+
+    async def _record_search(self, user_id: str, request: history_pb2.SearchFacesRequest) -> None:
+        """A search made, for the admins' statistics; its failure to be recorded is only logged."""
+        if self._activity is None:
+            return
+        try:
+            await self._activity.record(
+                "search.made",
+                user_id,
+                scope="all" if request.all_users else "own",
+                query=request.WhichOneof("query") or "none",
+            )
+        except Exception:
+            log.error("activity_not_recorded", kind="search.made", exc_info=True)
+
+    async def ReportImage(
+        self, request: history_pb2.ReportImageRequest, context: grpc.aio.ServicerContext
+    ) -> history_pb2.ReportImageResponse:
+        await self._require_moderation().report(
+            require_principal().user_id, request.image_id, request.reason, request.note
+        )
+        return history_pb2.ReportImageResponse()
+
+    async def AdminSetHidden(
+        self, request: history_pb2.AdminSetHiddenRequest, context: grpc.aio.ServicerContext
+    ) -> history_pb2.AdminSetHiddenResponse:
+        item = await self._require_moderation().set_hidden(request.image_id, request.hidden, request.reason)
+        return history_pb2.AdminSetHiddenResponse(user_id=item.user_id)
+
+    async def AdminGetImages(
+        self, request: history_pb2.AdminGetImagesRequest, context: grpc.aio.ServicerContext
+    ) -> history_pb2.AdminGetImagesResponse:
+        if len(request.image_ids) > 200:
+            raise InvalidArgument("at most 200 images at once", reason="validation-error")
+        found = await self._history.items.get_many(request.image_ids)
+        return history_pb2.AdminGetImagesResponse(
+            images=[self._message(found[i], for_admin=True) for i in request.image_ids if i in found]
+        )
+
+    def _require_moderation(self) -> Moderation:
+        if self._moderation is None:
+            raise Unavailable("moderation is not configured", reason="service-unavailable")
+        return self._moderation
+
+    def _search_response(self, result: SearchResult) -> history_pb2.SearchFacesResponse:
+        tokens = self._history.downloads
+        return history_pb2.SearchFacesResponse(
+            model=result.model,
+            query_faces=[
+                history_pb2.QueryFace(
+                    index=face.index, box=list(face.box), detection_score=face.detection_score, used=face.used
+                )
+                for face in result.query_faces
+            ],
+            matches=[
+                history_pb2.FaceMatch(
+                    image_id=match.item.id,
+                    face_index=match.face_index,
+                    score=match.score,
+                    box=list(match.box),
+                    created_at=ms_to_timestamp(match.item.created_at_ms),
+                    tags=match.item.tags,
+                    location=match.item.location,
+                    user_id=match.item.user_id,
+                    thumbnail_token=tokens.issue(match.item.id, "thumbnail")
+                    if match.item.original_thumbnail_key
+                    else "",
+                    restored_token=tokens.issue(match.item.id, "restored") if match.item.restored_key else "",
+                )
+                for match in result.matches
+            ],
+        )

@@ -10,6 +10,7 @@ from facerestore_common.events import EventBus, new_envelope
 from facerestore_common.logging import get_logger
 from facerestore_common.storage import BlobNotFound, BlobStore
 from history_service.downloads import DownloadTokens
+from history_service.face_index import FaceIndex
 from history_service.faces import FaceRepository
 from history_service.items import Item, ItemRepository
 
@@ -24,9 +25,11 @@ class History:
         bus: EventBus,
         downloads: DownloadTokens,
         faces: FaceRepository | None = None,
+        face_index: FaceIndex | None = None,
     ) -> None:
         self.items = items
         self.faces = faces
+        self.face_index = face_index
         self._blobs = blobs
         self._bus = bus
         self.downloads = downloads
@@ -49,6 +52,9 @@ class History:
         await self.remove_blobs(deleted.blob_keys())
         if self.faces is not None:
             await self.faces.delete_image(image_id)
+        if self.face_index is not None:
+            # At once, so that searches stop finding it before the image.deleted event is consumed.
+            await self.face_index.delete_image(image_id)
         await self._bus.publish(
             new_envelope(
                 "history",
@@ -67,7 +73,8 @@ class History:
     async def content(self, token: str) -> tuple[bytes, str]:
         grant = self.downloads.read(token)
         item = await self.items.get(grant.image_id)
-        if item is None:
+        # An image hidden pending review opens only through an admin's link.
+        if item is None or (item.under_review and not grant.review):
             raise NotFound("this link has expired or does not exist", reason="not-found")
         key = {
             "original": item.original_key,

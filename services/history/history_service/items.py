@@ -6,6 +6,7 @@ so that a late event cannot bring it back."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,11 @@ class Item:
     restored_key: str = ""
     original_thumbnail_key: str = ""
     restored_thumbnail_key: str = ""
+    # Hidden by an admin pending review (moderation.py); reports made by its owner.
+    under_review: bool = False
+    reports: int = 0
+    # The owner's rating of the result: {"rating": 1..5, "comment", "given_at_ms"} (library.py).
+    feedback: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Item:
@@ -59,6 +65,9 @@ class Item:
             restored_key=doc.get("restored_key", ""),
             original_thumbnail_key=doc.get("original_thumbnail_key", ""),
             restored_thumbnail_key=doc.get("restored_thumbnail_key", ""),
+            under_review=bool(doc.get("under_review", False)),
+            reports=int(doc.get("reports", 0)),
+            feedback=dict(doc.get("feedback") or {}),
         )
 
     def blob_keys(self) -> list[str]:
@@ -113,6 +122,27 @@ class ItemRepository:
             return None
         return Item.from_document(doc)
 
+    async def get_many(self, image_ids: Iterable[str]) -> dict[str, Item]:
+        """The visible items among image_ids (deleted and unknown ones are left out)."""
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return {}
+        docs = await self._items.find({"_id": {"$in": ids}, "deleted": False}).to_list(None)
+        return {doc["_id"]: Item.from_document(doc) for doc in docs if "sort_key" in doc}
+
+    async def scan_done(self, batch_size: int) -> AsyncIterator[list[Item]]:
+        """Every visible restored item, in batches (for re-embedding)."""
+        batch: list[Item] = []
+        async for doc in self._items.find({"deleted": False, "status": "done"}).sort("_id", 1):
+            if "sort_key" not in doc:
+                continue
+            batch.append(Item.from_document(doc))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
     async def list(self, limit: int, cursor: str, user_id: str | None) -> tuple[list[Item], str]:
         query: dict[str, Any] = {"deleted": False, "sort_key": {"$gt": ""}}
         if user_id is not None:
@@ -130,6 +160,17 @@ class ItemRepository:
             return_document=ReturnDocument.BEFORE,
         )
         return Item.from_document(doc) if doc else None
+
+    async def set_under_review(self, image_id: str, hidden: bool, reason: str) -> Item | None:
+        """Hide a visible item pending review, or show it again; None when there is no such item."""
+        await self._items.update_one(
+            {"_id": image_id, "deleted": False},
+            {"$set": {"under_review": hidden, "review_reason": reason, "review_changed_at_ms": now_ms()}},
+        )
+        return await self.get(image_id)
+
+    async def add_report(self, image_id: str) -> None:
+        await self._items.update_one({"_id": image_id, "deleted": False}, {"$inc": {"reports": 1}})
 
     async def stats(self) -> dict[str, Any]:
         by_status: dict[str, int] = {}

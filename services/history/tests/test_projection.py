@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import NotFound
+from facerestore_common.events import new_envelope
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
+from history_service.face_index import FaceHit, FaceIndex, SearchFilters
 from history_service.faces import FaceRepository
 from history_service.history import History
 from history_service.items import ItemRepository, sort_key
@@ -265,3 +269,111 @@ async def test_restored_faces_are_indexed_with_their_model_and_removed_with_the_
 
     await history.delete(IMAGE, owner_id=USER, deleted_by="user")
     assert await faces.of_image(IMAGE) == []
+
+
+# --- the face index, a read model of the faces ----------------------------------------------------
+
+MODEL = "dlib-resnet-v1"
+
+
+def vectors(count: int, seed: int) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(size=(count, 128))
+    return (raw / np.linalg.norm(raw, axis=1, keepdims=True)).tolist()
+
+
+def with_faces(envelope: events_pb2.Envelope, embeddings: list[list[float]]) -> events_pb2.Envelope:
+    restored = envelope.image_restored
+    restored.analyzer_model = MODEL
+    restored.faces = len(embeddings)
+    for index, embedding in enumerate(embeddings):
+        restored.face_details.add(box=[100 * index, 10, 100 * index + 80, 90], detection_score=0.9, embedding=embedding)
+    return envelope
+
+
+async def indexed(
+    face_index: FaceIndex, vector: list[float], user: str | None = USER, **filters: object
+) -> list[FaceHit]:
+    return await face_index.search(vector, MODEL, 10, SearchFilters(**filters), user)  # type: ignore[arg-type]
+
+
+async def test_restored_faces_are_indexed_with_the_uploads_date_tags_and_location_once(
+    project: HistoryProjector, face_index: FaceIndex, events: SimpleNamespace
+) -> None:
+    embeddings = vectors(2, seed=1)
+    await project(events.uploaded(IMAGE, USER, created_at_ms=1_700_000_123_456, tags=("family",), location="Oslo"))
+    result = with_faces(events.restored(IMAGE, USER), embeddings)
+    await project(result)
+    await project(result)  # redelivered
+
+    assert await face_index.count(MODEL) == 2
+    hits = await indexed(
+        face_index, embeddings[1], location="Oslo", tags=("family",), created_from_ms=1_700_000_123_456
+    )
+    assert [(hit.image_id, hit.face_index) for hit in hits] == [(IMAGE, 1), (IMAGE, 0)]
+    assert hits[0].box == (100, 10, 180, 90)
+    assert hits[0].cosine == pytest.approx(1.0, abs=1e-5)
+    assert await indexed(face_index, embeddings[1], created_from_ms=1_700_000_123_457) == []
+    assert await indexed(face_index, embeddings[1], user="someone-else") == []
+
+
+async def test_faces_of_a_result_that_came_before_its_upload_are_indexed_when_the_upload_arrives(
+    project: HistoryProjector, face_index: FaceIndex, events: SimpleNamespace
+) -> None:
+    embeddings = vectors(1, seed=2)
+    await project(with_faces(events.restored(IMAGE, USER), embeddings))
+    # Not in the history yet, so not searchable either.
+    assert await face_index.count() == 0
+
+    await project(events.uploaded(IMAGE, USER, created_at_ms=1_700_000_000_999, tags=("late",), location="Rome"))
+
+    hits = await indexed(face_index, embeddings[0], tags=("late",), location="Rome", created_to_ms=1_700_000_000_999)
+    assert [hit.image_id for hit in hits] == [IMAGE]
+
+
+async def test_deleting_an_image_removes_its_faces_from_the_index_at_once(
+    project: HistoryProjector, history: History, faces: FaceRepository, face_index: FaceIndex, events: SimpleNamespace
+) -> None:
+    embeddings = vectors(1, seed=3)
+    await project(events.uploaded(IMAGE, USER))
+    await project(with_faces(events.restored(IMAGE, USER), embeddings))
+    assert len(await indexed(face_index, embeddings[0])) == 1
+
+    await history.delete(IMAGE, owner_id=USER, deleted_by="user")
+
+    assert await indexed(face_index, embeddings[0]) == []
+    assert await faces.of_image(IMAGE) == []
+
+
+async def test_an_image_deleted_event_removes_faces_that_were_left_behind(
+    project: HistoryProjector, faces: FaceRepository, face_index: FaceIndex, events: SimpleNamespace
+) -> None:
+    # As if another replica indexed the result after this one's delete had cleaned up.
+    embeddings = vectors(1, seed=4)
+    await project(events.uploaded(IMAGE, USER))
+    await project(with_faces(events.restored(IMAGE, USER), embeddings))
+
+    deleted = new_envelope("history", image_deleted=events_pb2.ImageDeleted(image_id=IMAGE, user_id=USER))
+    await project(deleted)
+    await project(deleted)
+
+    assert await indexed(face_index, embeddings[0]) == []
+    assert await faces.of_image(IMAGE) == []
+
+
+async def test_a_deleted_user_loses_every_face_and_nobody_else_does(
+    project: HistoryProjector, faces: FaceRepository, face_index: FaceIndex, events: SimpleNamespace
+) -> None:
+    embeddings = vectors(3, seed=5)
+    for n, (image_id, user_id) in enumerate([("a1", "alice"), ("a2", "alice"), ("b1", "bob")]):
+        await project(events.uploaded(image_id, user_id))
+        await project(with_faces(events.restored(image_id, user_id), [embeddings[n]]))
+
+    erased = new_envelope("auth", user_deleted=events_pb2.UserDeleted(user_id="alice"))
+    await project(erased)
+    await project(erased)
+
+    assert await faces.of_image("a1") == [] and await faces.of_image("a2") == []
+    assert [doc["user_id"] for doc in await faces.of_image("b1")] == ["bob"]
+    assert {hit.image_id for hit in await indexed(face_index, embeddings[0], user=None)} == {"b1"}
+    assert await face_index.count() == 1

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass
 
-from prometheus_client import start_http_server
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore_common import mongo
 from facerestore_common.bootstrap import run_service
 from facerestore_common.events import EventBus, ProcessedEvents
+from facerestore_common.health import LoopHeartbeat
 from facerestore_common.logging import get_logger
+from facerestore_common.metrics_server import serve_metrics
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
+from inference_service.analysis.base import FaceAnalyzer
+from inference_service.embedding_responder import EmbeddingResponder
 from inference_service.models import choose_analyzer, choose_restorer
 from inference_service.pipeline import RestorationPipeline
+from inference_service.probes import WorkerProbes
 from inference_service.restoration.batching import BatchingRestorer
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.settings import Settings
@@ -24,7 +30,21 @@ from inference_service.worker import RestorationWorker
 log = get_logger(__name__)
 
 
-async def work(settings: Settings) -> None:
+@dataclass
+class Restoration:
+    """The restore role's connections, closed at shutdown."""
+
+    bus: EventBus
+    database: AsyncIOMotorDatabase
+
+    async def stop(self, grace_seconds: float) -> None:
+        await self.bus.stop_consuming(grace_seconds)
+        await self.bus.close()
+        self.database.client.close()
+
+
+async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Restoration:
+    """The restore role: consume image.uploaded, restore, store, publish the outcome."""
     blobs = BlobStore(settings)
     await blobs.ensure_bucket()
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
@@ -37,10 +57,8 @@ async def work(settings: Settings) -> None:
     )
     await bus.connect()
     restorer, restorer_choice = choose_restorer(settings)
-    analyzer, analyzer_choice = choose_analyzer(settings)
     log.info("restorer_chosen", restorer=restorer_choice.name, model=restorer.model_id, why=restorer_choice.reason)
-    log.info("face_analyzer_chosen", analyzer=analyzer_choice.name, model=analyzer.model_id, why=analyzer_choice.reason)
-    if restorer_choice.name == "gfpgan":
+    if restorer_choice.name in ("gfpgan", "codeformer"):
         restorer = BatchingRestorer(restorer, settings.restore_batch_size, settings.restore_batch_window_ms / 1000)
     pipeline = RestorationPipeline(
         restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
@@ -58,18 +76,45 @@ async def work(settings: Settings) -> None:
         max_unfinished_deliveries=settings.max_unfinished_deliveries,
         on_give_up=worker.give_up,
     )
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    log.info("inference_ready", restorer=restorer.name, analyzer=analyzer.model_id)
+    return Restoration(bus, database)
+
+
+async def work(settings: Settings) -> None:
+    heartbeat = LoopHeartbeat()
+    beating = asyncio.create_task(heartbeat.run())
+    probes = WorkerProbes(
+        heartbeat, settings.liveness_max_loop_stall_seconds, settings.liveness_max_message_hold_seconds
+    )
+    # Up before the models load, so that the startup probe sees "not ready yet", not a refused connection.
+    metrics = serve_metrics(settings, probes.endpoints())
+    analyzer, analyzer_choice = choose_analyzer(settings)
+    log.info("face_analyzer_chosen", analyzer=analyzer_choice.name, model=analyzer.model_id, why=analyzer_choice.reason)
+    # An embed-only worker never loads the restorer and never takes image.uploaded.
+    restoration = await start_restoration(settings, analyzer) if "restore" in settings.roles else None
+    if restoration is not None:
+        probes.add("restore", restoration.bus)
+    responder: EmbeddingResponder | None = None
+    if "embed" in settings.roles:
+        responder = EmbeddingResponder(
+            settings.amqp_url.get_secret_value(), settings.queue_prefix, analyzer, settings.consumer_prefetch
+        )
+        await responder.start()
+        probes.add("embed", responder)
+    probes.started()
+    log.info("inference_ready", roles=settings.inference_roles, analyzer=analyzer.model_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("inference_stopping")
-    await bus.stop_consuming(settings.shutdown_grace_seconds)
-    await bus.close()
-    database.client.close()
+    if responder is not None:
+        await responder.stop(settings.shutdown_grace_seconds)
+    if restoration is not None:
+        await restoration.stop(settings.shutdown_grace_seconds)
+    beating.cancel()
+    if metrics is not None:
+        metrics.close()
     log.info("inference_stopped")
 
 

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facerestore_common.settings import BrokerSettings, MongoSettings, ServiceSettings, StorageSettings
+
+ROLES = ("restore", "embed")
 
 
 class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
@@ -12,14 +14,21 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # Only the record of handled event ids lives here.
     mongo_database: str = "facerestore_inference"
 
-    # `auto` picks gfpgan when its weights file is present, else classical; and insightface
-    # when the buffalo_l pack is present, else dlib. An explicit choice that cannot load
-    # stops the service at start-up with a message naming the missing file or package.
-    restorer: Literal["auto", "gfpgan", "classical"] = "auto"
+    # What this worker does, comma separated: `restore` (consume image.uploaded) and/or
+    # `embed` (answer similar-face search's embed requests). An embed-only worker never loads
+    # the restorer, so a small CPU pod keeps search working while GPU workers scale to zero.
+    inference_roles: str = "restore,embed"
+
+    # `auto` picks gfpgan when its weights file is present, else codeformer when its weights
+    # are, else classical; and insightface when the buffalo_l pack is present, else dlib. An
+    # explicit choice that cannot load stops the service at start-up with a message naming
+    # the missing file or package.
+    restorer: Literal["auto", "gfpgan", "codeformer", "classical"] = "auto"
     face_analyzer: Literal["auto", "insightface", "dlib"] = "auto"
     # Weights are put here by the deployment (a volume or a verifying init step); nothing
     # is ever downloaded at run time.
     model_dir: str = "var/models"
+    # GFPGANv1.4.pth or GFPGANv1.3.pth (the same network, trained differently).
     gfpgan_weights: str = "GFPGANv1.4.pth"
     # Expected SHA-256 of the weights file; empty skips the check.
     gfpgan_sha256: str = ""
@@ -27,6 +36,11 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # Half precision on CUDA: "auto" follows spandrel, which marks GFPGAN as not fp16-safe
     # (so fp32); "true" forces fp16 on a GPU. Never on the CPU.
     gfpgan_half: Literal["auto", "true", "false"] = "auto"
+    codeformer_weights: str = "codeformer.pth"
+    # Expected SHA-256 of codeformer.pth; empty skips the check.
+    codeformer_sha256: str = ""
+    # CodeFormer's w when a request gives none: 0 strongest restoration, 1 closest to the input.
+    codeformer_fidelity: float = Field(default=0.5, ge=0.0, le=1.0)
     restore_batch_size: int = Field(default=4, ge=1)
     # GFPGAN: faces that messages in hand submit within this window share a forward pass.
     restore_batch_window_ms: int = Field(default=20, ge=0)
@@ -43,7 +57,21 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # the broker while holding it) is given up at its next delivery: a crash loop ends.
     max_unfinished_deliveries: int = Field(default=5, ge=1)
 
-    metrics_host: str = "127.0.0.1"
-    # Prometheus metrics on this port; 0 turns the endpoint off.
-    metrics_port: int = Field(default=9100, ge=0)
+    # METRICS_PORT (default 9100) also serves /healthz and /readyz. Liveness fails when the
+    # event loop has not turned for this long, or one message has been in hand for this long.
+    liveness_max_loop_stall_seconds: float = Field(default=30.0, gt=0)
+    liveness_max_message_hold_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("inference_roles")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        roles = {role.strip() for role in value.split(",") if role.strip()}
+        unknown = roles - set(ROLES)
+        if unknown or not roles:
+            raise ValueError(f"INFERENCE_ROLES must name one or more of {', '.join(ROLES)}, got {value!r}")
+        return ",".join(role for role in ROLES if role in roles)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.inference_roles.split(","))

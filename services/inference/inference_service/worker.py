@@ -20,6 +20,19 @@ RESULTS = Counter("inference_results_total", "Restoration outcomes", ["backend",
 DURATION = Histogram("inference_restore_seconds", "Time to restore one image", ["backend"])
 STAGES = Histogram("inference_stage_seconds", "Time per pipeline stage", ["stage", "backend"])
 FACES = Histogram("inference_faces_per_image", "Faces found per image", buckets=(0, 1, 2, 3, 5, 8, 13, 21))
+# Per image with faces: its worst face's identity similarity before/after (1 = the same person).
+IDENTITY = Histogram(
+    "inference_identity_similarity",
+    "Lowest face identity similarity of a restored image",
+    ["analyzer"],
+    buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
+)
+SHARPNESS_GAIN = Histogram(
+    "inference_sharpness_gain",
+    "Sharpness after / before restoration, per image",
+    ["backend"],
+    buckets=(0.5, 0.8, 1.0, 1.2, 1.5, 2, 3, 5, 8, 13),
+)
 QUEUE_LAG = Histogram(
     "inference_queue_lag_seconds",
     "From the upload's event to the start of its restoration",
@@ -65,6 +78,9 @@ def restored_event(event: events_pb2.ImageUploaded, result: RestorationResult) -
         identity_mean=result.identity_mean,
         stage_ms=result.stage_ms,
         warnings=result.warnings,
+        stored_bytes=len(result.restored_jpeg)
+        + len(result.original_thumbnail_jpeg)
+        + len(result.restored_thumbnail_jpeg),
     )
 
 
@@ -112,6 +128,10 @@ class RestorationWorker:
         for stage, ms in result.stage_ms.items():
             STAGES.labels(stage, result.backend).observe(ms / 1000)
         FACES.observe(len(result.faces))
+        if result.faces:
+            IDENTITY.labels(result.analyzer_model).observe(result.identity_min)
+        if result.sharpness_before:
+            SHARPNESS_GAIN.labels(result.backend).observe(result.sharpness_after / result.sharpness_before)
         log.info(
             "image_restored",
             image_id=event.image_id,
@@ -148,7 +168,13 @@ class RestorationWorker:
         failed = new_envelope(
             "inference",
             image_failed=events_pb2.ImageFailed(
-                image_id=event.image_id, user_id=event.user_id, reason=reason, detail=detail
+                image_id=event.image_id,
+                user_id=event.user_id,
+                reason=reason,
+                detail=detail,
+                restorer_model=self._pipeline.restorer.model_id,
+                analyzer_model=self._pipeline.analyzer.model_id,
+                backend=self._pipeline.restorer.name,
             ),
         )
         failed.event_id = derived_event_id(source.event_id, "outcome")

@@ -9,8 +9,9 @@ import hashlib
 import importlib.util
 import io
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aio_pika
 import pytest
@@ -22,14 +23,17 @@ from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
 from facerestore_common.errors import Unavailable, Unprocessable, UnsupportedMediaType
 from facerestore_common.events import EventBus
+from facerestore_common.images import ImageLimits
+from facerestore_common.metadata import parse_metadata
 from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from upload_service.idempotency import KEY_LIFETIME_MS, IdempotencyKeys
 from upload_service.jobs import JobRepository
-from upload_service.metadata import parse_metadata
 from upload_service.outbox import OutboxRelay
 from upload_service.uploads import Uploads
-from upload_service.validation import ImageLimits
+
+if TYPE_CHECKING:
+    from conftest import TcpRelay
 
 LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000, min_side=64, jpeg_quality=92)
 
@@ -371,3 +375,47 @@ async def test_unreachable_storage_records_no_job(
     assert caught.value.reason == "storage-unavailable"
     assert await database["jobs"].count_documents({}) == 0
     assert await next_envelope(probe) is None
+
+
+async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_its_key(
+    mongo_url: str,
+    unique_name: str,
+    blobs: BlobStore,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+    tcp_relay: Callable[[str], Awaitable[TcpRelay]],
+) -> None:
+    # The database connection drops right after the broker confirmed the event (found by
+    # `make chaos`: the upload failed, freed its key, and the client's retry made a second image).
+    relay = await tcp_relay(mongo_url.removeprefix("mongodb://"))
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        f"mongodb://127.0.0.1:{relay.port}", serverSelectionTimeoutMS=500, connectTimeoutMS=500
+    )
+    publish = bus.publish
+
+    async def publish_then_lose_the_database(envelope: events_pb2.Envelope) -> None:
+        await publish(envelope)
+        await relay.cut()
+
+    bus.publish = publish_then_lose_the_database  # type: ignore[method-assign]
+    uploads = Uploads(blobs, JobRepository(client[unique_name]), bus, LIMITS, IdempotencyKeys(client[unique_name]))
+    try:
+        job, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
+        await relay.restore()
+        bus.publish = publish  # type: ignore[method-assign]
+        again, replayed_again = await uploads.accept(
+            "user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9"
+        )
+    finally:
+        client.close()
+
+    assert (replayed, replayed_again) == (False, True)
+    assert again.image_id == job.image_id
+    assert await database["jobs"].count_documents({}) == 1
+    # Unconfirmed in the job, so the relay publishes it again (the same event id).
+    assert (await database["jobs"].find_one({"_id": job.image_id}))["published"] is False
+    envelope = await next_envelope(probe)
+    assert envelope is not None and envelope.image_uploaded.image_id == job.image_id
+    assert envelope.event_id == job.event_id

@@ -6,9 +6,9 @@ import grpc
 
 from facerestore.upload.v1 import upload_pb2, upload_pb2_grpc
 from facerestore_common.grpc_server import Access
+from facerestore_common.metadata import parse_metadata
 from facerestore_common.timeutil import ms_to_timestamp
 from facerestore_common.tokens import require_principal
-from upload_service.metadata import parse_metadata
 from upload_service.uploads import Uploads
 
 ACCESS_POLICY = {"CreateUpload": Access.USER}

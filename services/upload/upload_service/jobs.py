@@ -73,6 +73,17 @@ class JobRepository:
             {"_id": image_id}, {"$set": {"next_publish_at_ms": now_ms() + delay_ms}, "$inc": {"publish_attempts": 1}}
         )
 
+    async def backlog(self) -> tuple[int, int | None]:
+        """How many accepted uploads wait for their event to be confirmed, and the oldest one's time."""
+        waiting = await self._jobs.count_documents({"published": False})
+        oldest = (
+            await self._jobs.find({"published": False}, {"created_at_ms": 1})
+            .sort("next_publish_at_ms", 1)
+            .limit(1)
+            .to_list(None)
+        )
+        return waiting, (int(oldest[0]["created_at_ms"]) if oldest else None)
+
     async def due_for_publishing(self, limit: int) -> list[Job]:
         docs = (
             await self._jobs.find({"published": False, "next_publish_at_ms": {"$lte": now_ms()}})

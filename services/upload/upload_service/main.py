@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from facerestore.upload.v1 import upload_pb2_grpc
 from facerestore_common import mongo
 from facerestore_common.bootstrap import run_service
-from facerestore_common.events import EventBus
+from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.grpc_client import remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
+from facerestore_common.images import ImageLimits
+from facerestore_common.metrics_server import serve_metrics
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
+from upload_service.erasure import UploadErasure
 from upload_service.grpc_api import ACCESS_POLICY, UploadApi
 from upload_service.idempotency import IdempotencyKeys
 from upload_service.jobs import JobRepository
 from upload_service.outbox import OutboxRelay
 from upload_service.settings import Settings
 from upload_service.uploads import Uploads
-from upload_service.validation import ImageLimits
 
 
 async def serve(settings: Settings) -> None:
@@ -37,20 +40,16 @@ async def serve(settings: Settings) -> None:
     )
     await bus.connect()
     verifier, auth_channel = remote_token_verifier(settings)
-    limits = ImageLimits(
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_image_pixels,
-        max_side=settings.max_image_side,
-        min_side=settings.min_image_side,
-        jpeg_quality=settings.jpeg_quality,
-    )
-    server = GrpcServer(
+    limits = ImageLimits.from_settings(settings)
+    server = GrpcServer.from_settings(
+        settings,
         ["facerestore.upload.v1.UploadService"],
-        settings.grpc_host,
-        settings.grpc_port,
-        settings.grpc_max_message_bytes,
         [AuthInterceptor(verifier, ACCESS_POLICY)],
+        # Not the broker: while it is down the outbox keeps accepted uploads and relays them later,
+        # so an outage must not take upload pods out of the Service.
+        checks={"mongodb": functools.partial(mongo.ping, database), "storage": blobs.ping},
     )
+    metrics = serve_metrics(settings)
     idempotency = IdempotencyKeys(database)
     uploads = Uploads(
         blobs,
@@ -66,8 +65,18 @@ async def serve(settings: Settings) -> None:
         jobs, uploads, settings.outbox_relay_interval_seconds, int(settings.outbox_retry_seconds * 1000)
     )
     relay_task = asyncio.create_task(relay.run_forever())
+    # An erased account's job records and originals (user.deleted).
+    await bus.consume(
+        "upload",
+        CONSUMER_BINDINGS["upload"],
+        UploadErasure(database, blobs),
+        ProcessedEvents(database["processed_events"], "upload"),
+        prefetch=1,
+    )
 
     async def close() -> None:
+        if metrics is not None:
+            metrics.close()
         relay_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from facerestore_common.logging import get_logger
+from facerestore_common.outbox import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from facerestore_common.timeutil import now_ms
 from upload_service.jobs import JobRepository
 from upload_service.uploads import Uploads
 
@@ -34,10 +36,23 @@ class OutboxRelay:
                 break  # the broker is not taking events; try the rest next round
         return published
 
-    async def run_forever(self) -> None:
+    async def measure(self) -> None:
+        """The backlog gauges: uploads accepted whose image.uploaded the broker has not confirmed."""
+        waiting, oldest_ms = await self._jobs.backlog()
+        OUTBOX_BACKLOG.labels("image.uploaded").set(waiting)
+        OUTBOX_OLDEST_AGE.labels("image.uploaded").set(max(0.0, (now_ms() - oldest_ms) / 1000) if oldest_ms else 0.0)
+
+    async def run_forever(self, measure_every_seconds: float = 15.0) -> None:
+        """Relay every interval; bring the backlog gauges up to date at most every
+        `measure_every_seconds` (two more queries: the database is shared, idle rounds stay cheap)."""
+        loop = asyncio.get_running_loop()
+        measured_at = 0.0
         while True:
             try:
                 await self.run_once()
+                if loop.time() - measured_at >= measure_every_seconds:
+                    await self.measure()
+                    measured_at = loop.time()
             except Exception:
                 log.error("outbox_relay_failed", exc_info=True)
             await asyncio.sleep(self._interval)

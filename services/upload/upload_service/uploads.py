@@ -15,14 +15,14 @@ import uuid
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import Conflict, Unavailable
 from facerestore_common.events import EventBus, new_envelope
+from facerestore_common.images import ImageLimits, normalise
 from facerestore_common.logging import get_logger
+from facerestore_common.metadata import ImageMetadata
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import current_traceparent
 from facerestore_common.timeutil import ms_to_timestamp, now_ms
 from upload_service.idempotency import IdempotencyKeys, request_fingerprint
 from upload_service.jobs import Job, JobRepository
-from upload_service.metadata import UploadMetadata
-from upload_service.validation import ImageLimits, normalise
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ class Uploads:
         self._relay_grace_ms = relay_grace_ms
 
     async def accept(
-        self, user_id: str, content: bytes, metadata: UploadMetadata, idempotency_key: str = ""
+        self, user_id: str, content: bytes, metadata: ImageMetadata, idempotency_key: str = ""
     ) -> tuple[Job, bool]:
         """Returns the job and whether it is an earlier upload answered again (Idempotency-Key)."""
         image_id = uuid.uuid4().hex
@@ -94,7 +94,7 @@ class Uploads:
                 raise
         return await self._accept_new(image_id, user_id, content, metadata), False
 
-    async def _accept_new(self, image_id: str, user_id: str, content: bytes, metadata: UploadMetadata) -> Job:
+    async def _accept_new(self, image_id: str, user_id: str, content: bytes, metadata: ImageMetadata) -> Job:
         image = normalise(content, self._limits)
         created_at_ms = now_ms()
         job = Job(
@@ -144,7 +144,13 @@ class Uploads:
         except Exception as error:
             log.warning("upload_event_deferred", image_id=job.image_id, error=repr(error))
             return False
-        await self._jobs.mark_published(job.image_id)
+        try:
+            await self._jobs.mark_published(job.image_id)
+        except Exception as error:
+            # The broker has the event; the job stays unconfirmed, so the relay publishes it again
+            # (same event id: consumers drop it). Failing the upload here would free its
+            # Idempotency-Key, and the client's retry would make a second image.
+            log.warning("upload_publication_unrecorded", image_id=job.image_id, error=repr(error))
         return True
 
     async def _undo_blob(self, job: Job) -> None:

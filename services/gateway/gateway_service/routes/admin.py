@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -12,7 +11,7 @@ from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import admin_image_out, user_out
 from gateway_service.dependencies import AdminUser, AppSettings, Clients
 from gateway_service.responses import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Responses, problem
-from gateway_service.schemas import AdminImagePage, BanRequest, StatsOut, UserOut, UserPage
+from gateway_service.schemas import AdminImagePage, BanRequest, UserOut, UserPage
 
 router = APIRouter(tags=["admin"])
 _admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
@@ -77,24 +76,6 @@ async def delete_image(
         metadata=call_metadata(admin.token),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get("/v1/admin/stats", response_model=StatsOut, summary="Usage and model statistics", responses=_admin_errors)
-async def stats(admin: AdminUser, clients: Clients, settings: AppSettings) -> StatsOut:
-    response = await clients.admin.GetStats(
-        admin_pb2.GetStatsRequest(), timeout=settings.grpc_deadline_seconds, metadata=call_metadata(admin.token)
-    )
-    return StatsOut(
-        users=response.users,
-        admins=response.admins,
-        images_total=response.images_total,
-        images_by_status=dict(response.images_by_status),
-        faces_total=response.faces_total,
-        mean_sharpness_gain=response.mean_sharpness_gain,
-        mean_duration_ms=response.mean_duration_ms,
-        moderation_actions=response.moderation_actions,
-        generated_at=response.generated_at.ToDatetime(tzinfo=UTC),
-    )
 
 
 async def _set_banned(

@@ -10,10 +10,11 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
 from facerestore_common.grpc_client import call_metadata
-from gateway_service.convert import image_out
+from gateway_service.convert import image_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, UploadQuota
 from gateway_service.problems import Problem
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
+from gateway_service.routes.library import Filters, IncludeRestored, image_with_inline
 from gateway_service.schemas import ImageOut, ImagePage
 
 router = APIRouter(tags=["images"])
@@ -70,6 +71,9 @@ async def upload_image(
         timeout=settings.upload_deadline_seconds,
         metadata=call_metadata(user.token),
     )
+    if response.replayed:
+        # The first upload with this Idempotency-Key was counted; its answer again is not a new upload.
+        await quota.take_back()
     return ImageOut(
         id=response.image_id,
         status="queued",
@@ -82,22 +86,35 @@ async def upload_image(
     )
 
 
-@router.get("/v1/images", response_model=ImagePage, summary="Your images, newest first", responses={401: UNAUTHORIZED})
+@router.get(
+    "/v1/images",
+    response_model=ImagePage,
+    summary="Your images, newest first, filtered (filters combine: an image must pass each)",
+    responses={401: UNAUTHORIZED, 422: problem("invalid-filter: a filter is out of range or `from` is after `to`")},
+)
 async def list_images(
     request: Request,
     user: CurrentUser,
     clients: Clients,
     settings: AppSettings,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page (same filters)")
+    ] = None,
 ) -> ImagePage:
     response = await clients.history.ListImages(
-        history_pb2.ListImagesRequest(limit=limit, cursor=cursor or ""),
+        filters.request(limit, cursor or ""),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
-    return ImagePage(
-        items=[image_out(image, request) for image in response.images], next_cursor=response.next_cursor or None
+    # Plain values, validated once as a page (pydantic-core), rather than model by model.
+    return ImagePage.model_validate(
+        {
+            "items": [image_fields(image, request) for image in response.images],
+            "next_cursor": response.next_cursor or None,
+            "counts": dict(response.counts) if filters.counts else None,
+        }
     )
 
 
@@ -105,17 +122,26 @@ async def list_images(
     "/v1/images/{image_id}",
     response_model=ImageOut,
     summary="One of your images",
-    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+    responses={
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        422: problem("inline-too-large: the restored image is too large to inline; download it from restored_url"),
+    },
 )
 async def get_image(
-    request: Request, image_id: str, user: CurrentUser, clients: Clients, settings: AppSettings
+    request: Request,
+    image_id: str,
+    user: CurrentUser,
+    clients: Clients,
+    settings: AppSettings,
+    include_restored: IncludeRestored,
 ) -> ImageOut:
     response = await clients.history.GetImage(
-        history_pb2.GetImageRequest(image_id=image_id),
+        history_pb2.GetImageRequest(image_id=image_id, include_restored=include_restored),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
-    return image_out(response.image, request)
+    return image_with_inline(response, request)
 
 
 @router.delete(

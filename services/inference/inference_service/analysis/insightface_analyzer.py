@@ -52,6 +52,10 @@ class InsightFaceAnalyzer(FaceAnalyzer):
                 f"FACE_ANALYZER=insightface needs the insightface and onnxruntime packages: {error}"
             ) from error
         use_gpu = self._device != "cpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if use_gpu:
+            # onnxruntime-gpu finds the CUDA and cuDNN libraries of the nvidia-* wheels only once they
+            # are loaded (by torch, or by this); without it the CUDA provider silently falls back to CPU.
+            onnxruntime.preload_dlls()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
         app = FaceAnalysis(
             name=str(pack), root=str(self._model_dir), providers=providers, allowed_modules=["detection", "recognition"]
