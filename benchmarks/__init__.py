@@ -1,0 +1,1 @@
+"""Benchmarks: restoration throughput, the gateway, search, load and chaos runs (benchmarks/load)."""

@@ -1,0 +1,1 @@
+"""Load and chaos runs against a private platform: Locust users, faults, reconciliation, plots."""
