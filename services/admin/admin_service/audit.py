@@ -3,6 +3,7 @@ action, target and time, in pages."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,14 @@ def _sort_key(at_ms: int, entry_id: str) -> str:
     return f"{at_ms:013d}-{entry_id}"
 
 
+# Entries written within one millisecond keep their order: ids start with this process's count.
+_SEQUENCE = itertools.count()
+
+
+def _new_entry_id() -> str:
+    return f"{next(_SEQUENCE) % 10**12:012d}{uuid.uuid4().hex[:20]}"
+
+
 class AuditLog:
     def __init__(self, database: AsyncIOMotorDatabase) -> None:
         self._entries = database["audit_log"]
@@ -67,7 +76,7 @@ class AuditLog:
             )
 
     async def record(self, actor_id: str, action: str, target: str, **details: object) -> None:
-        entry_id = uuid.uuid4().hex
+        entry_id = _new_entry_id()
         at_ms = now_ms()
         await self._entries.insert_one(
             {
