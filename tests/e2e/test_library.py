@@ -154,7 +154,7 @@ def stranger(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def admin(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
-    return stack.sign_in(http, stack.admin_phone)
+    return stack.sign_in(http, stack.admin_sign_in_phone())
 
 
 # --- filters ---------------------------------------------------------------------------------------

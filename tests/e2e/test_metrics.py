@@ -39,7 +39,7 @@ def test_every_service_serves_its_own_metrics_on_its_own_port(stack: RunningStac
     assert response.status_code == 202, response.text
     image_id = response.json()["id"]
     assert wait_until_settled(client, tokens, image_id)["status"] == "done"
-    admin = stack.sign_in(client, stack.admin_phone)
+    admin = stack.sign_in(client, stack.admin_sign_in_phone())
     assert client.get("/v1/admin/stats", headers=bearer(admin)).status_code == 200
 
     gateway = scrape(stack, "gateway")

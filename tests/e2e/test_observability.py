@@ -72,7 +72,7 @@ def scraped(stack: RunningStack) -> dict[str, Any]:
         assert wait_until_settled(client, tokens, image_id)["status"] == "done"
         search = client.post("/v1/search", headers=bearer(tokens), json={"image_id": image_id, "face_index": 0})
         assert search.status_code == 200, search.text
-        admin = stack.sign_in(client, stack.admin_phone)
+        admin = stack.sign_in(client, stack.admin_sign_in_phone())
         assert client.get("/v1/admin/stats", headers=bearer(admin)).status_code == 200
     return {"limit": limit, "scrapes": {service: scrape(stack, service) for service in SERVICES}}
 

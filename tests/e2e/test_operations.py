@@ -88,7 +88,7 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
     ops_stack: RunningStack, http: httpx.Client
 ) -> None:
     started = time.time()
-    admin = ops_stack.sign_in(http, ops_stack.admin_phone)
+    admin = ops_stack.sign_in(http, ops_stack.admin_sign_in_phone())
     alice_phone, bob_phone, carol_phone = random_mobile(), random_mobile(), random_mobile()
     # Alice types a wrong code first.
     assert http.post("/v1/auth/otp", json={"phone": alice_phone}).status_code == 202

@@ -119,7 +119,7 @@ def searchers(stack: RunningStack, http: httpx.Client) -> Uploaders:
 
 @pytest.fixture(scope="module")
 def admin_auth(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
-    headers = bearer(stack.sign_in(http, stack.admin_phone))
+    headers = bearer(stack.sign_in(http, stack.admin_sign_in_phone()))
     me = http.get("/v1/me", headers=headers)
     assert me.json()["role"] == "admin", me.text
     return headers

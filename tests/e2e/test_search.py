@@ -186,7 +186,7 @@ def ben(stack: RunningStack, http: httpx.Client, crops: list[np.ndarray], anna: 
 
 @pytest.fixture(scope="module")
 def admin(stack: RunningStack, http: httpx.Client) -> dict[str, str]:
-    tokens = stack.sign_in(http, stack.admin_phone)
+    tokens = stack.sign_in(http, stack.admin_sign_in_phone())
     assert http.get("/v1/me", headers=bearer(tokens)).json()["role"] == "admin"
     return tokens
 

@@ -50,7 +50,7 @@ def test_reused_refresh_token_ends_the_session_and_its_access_token(stack: Runni
 
 
 def test_a_banned_user_is_out_at_once_and_cannot_come_back(stack: RunningStack, client: httpx.Client) -> None:
-    admin = stack.sign_in(client, stack.admin_phone)
+    admin = stack.sign_in(client, stack.admin_sign_in_phone())
     phone = random_mobile()
     user = stack.sign_in(client, phone)
     user_id = client.get("/v1/me", headers=bearer(user)).json()["id"]
