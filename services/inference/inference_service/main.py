@@ -80,6 +80,12 @@ async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Resto
 
 
 async def work(settings: Settings) -> None:
+    # First of all: a SIGTERM that comes while the worker is still starting (and may already
+    # hold messages) must stop it gracefully too, not kill it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     heartbeat = LoopHeartbeat()
     beating = asyncio.create_task(heartbeat.run())
     probes = WorkerProbes(
@@ -102,10 +108,6 @@ async def work(settings: Settings) -> None:
         probes.add("embed", responder)
     probes.started()
     log.info("inference_ready", roles=settings.inference_roles, analyzer=analyzer.model_id)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("inference_stopping")
     if responder is not None:
