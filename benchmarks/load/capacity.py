@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.load.capacity [--uploads 150] [--paced-uploads 60] [--users 16] [--out DIR]
 
 On a private platform (benchmarks/load/rig.py: its own RabbitMQ node and Redis, the stack of
-`make run`, RESTORER=classical), Locust's users (benchmarks/load/locustfile.py) run three phases,
+`make run`, RESTORERS=classical), Locust's users (benchmarks/load/locustfile.py) run three phases,
 each until its uploads were accepted and the platform has finished them:
 
 1. one inference worker, users uploading with short pauses (more than the worker can take):
@@ -77,7 +77,7 @@ def set_workers(rig: Rig, count: int, stopped: dict[str, Any]) -> None:
     for name in rig.worker_names()[:count]:
         if name in stopped:
             rig.start_process(stopped.pop(name))
-    queue = f"{QUEUE_PREFIX}.inference"
+    queue = f"{QUEUE_PREFIX}.inference.classical"  # the stack's workers serve classical
     deadline = time.monotonic() + 120
     while reconcile.consumer_count(rig.rabbitmq.url, queue) != count:
         if time.monotonic() > deadline:

@@ -37,7 +37,7 @@ from facerestore_common.settings import StorageSettings
 
 TAP_QUEUE = "loadrun.tap"
 TAP_KEYS = ("image.uploaded", "image.restored", "image.failed")
-CONSUMER_QUEUES = ("inference", "history")
+CONSUMER_QUEUES = ("inference.gfpgan", "inference.codeformer", "inference.classical", "history")
 NOTE_PREFIX = "load:"
 RESULT_FIELDS = ("restored_key", "original_thumbnail_key", "restored_thumbnail_key")
 _KEY_PATTERNS = (

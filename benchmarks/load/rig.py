@@ -127,7 +127,7 @@ class Rig:
             EVENTS_EXCHANGE=EXCHANGE,
             QUEUE_PREFIX=QUEUE_PREFIX,
             S3_BUCKET=BUCKET,
-            RESTORER="classical",
+            RESTORERS="classical",
             FACE_ANALYZER="dlib",
             TEST_PHONE_CODES=",".join(f"{phone}={code}" for phone, code in self.numbers),
             **RAISED_LIMITS,

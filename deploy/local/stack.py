@@ -263,10 +263,14 @@ class Stack:
         self.start_service(
             "admin", env, GRPC_PORT=str(self.ports["ADMIN"]), METRICS_PORT=str(self.ports["ADMIN_METRICS"])
         )
-        self.start_service("inference", env, METRICS_PORT=str(self.ports["INFERENCE_METRICS"]))
+        # The workers form one group with a standby entry in the model registry, as the chart's
+        # groups do: while a worker is down (killed, restarting), uploads for its models are still
+        # accepted and wait in their queue instead of being refused as model-unavailable.
+        workers = {"WORKER_GROUP": "local", "STANDBY_OFFER_SECONDS": "3600", **env}
+        self.start_service("inference", workers, METRICS_PORT=str(self.ports["INFERENCE_METRICS"]))
         for number in range(2, int(os.environ.get("STACK_INFERENCE_WORKERS", "1")) + 1):
             argv = [sys.executable, "-m", "inference_service.main"]
-            self.start(f"inference-{number}", argv, {**env, "METRICS_PORT": "0"})
+            self.start(f"inference-{number}", argv, {**workers, "METRICS_PORT": "0"})
         self.start_service(
             "gateway",
             env,

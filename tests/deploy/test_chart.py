@@ -27,7 +27,7 @@ import yaml
 from referencing import Registry, Resource
 
 from facerestore_common.events import EventBus
-from facerestore_common.topology import embed_queue_name
+from facerestore_common.topology import CONSUMER_BINDINGS, RESTORER_FAMILIES, embed_queue_name, inference_consumer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "facerestore"
@@ -40,7 +40,9 @@ PROFILES = [
     *sorted(path.name.removesuffix("-values.yaml") for path in (CHART_DIR / "ci").glob("*-values.yaml")),
 ]
 
-SERVICES = ["gateway", "auth", "upload", "history", "admin", "inference", "embedder"]
+# Restoration workers run one Deployment per worker group; every profile has a "cpu" group (the
+# chart's default group, and the classical group of the GPU profile).
+SERVICES = ["gateway", "auth", "upload", "history", "admin", "inference-cpu", "embedder"]
 GRPC_PORTS = {"auth": 50051, "upload": 50052, "history": 50053, "admin": 50054}
 METRICS_PORT = 9100
 DEPENDENCY_PORTS = {"mongodb": 27017, "rabbitmq": 5672, "redis": 6379, "minio": 9000, "qdrant": 6333}
@@ -53,11 +55,12 @@ GRPC_CALLERS = {
     "admin": {"gateway"},
 }
 DEPENDENCY_USERS = {
-    "mongodb": {"auth", "upload", "history", "admin", "inference", "embedder"},
+    "mongodb": {"auth", "upload", "history", "admin", "inference-cpu", "embedder"},
     # The gateway publishes its rate-limit tallies (activity.recorded) for the admins' statistics.
-    "rabbitmq": {"gateway", "auth", "upload", "history", "admin", "inference", "embedder"},
-    "redis": {"gateway", "auth"},
-    "minio": {"upload", "history", "inference", "embedder"},
+    "rabbitmq": {"gateway", "auth", "upload", "history", "admin", "inference-cpu", "embedder"},
+    # The restoration workers offer their models in the model registry, which the gateway reads.
+    "redis": {"gateway", "auth", "inference-cpu"},
+    "minio": {"upload", "history", "inference-cpu", "embedder"},
     "qdrant": {"history"},
 }
 CRD_SCHEMAS = {
@@ -74,6 +77,11 @@ Manifest = dict[str, Any]
 
 def name_of(component: str) -> str:
     return f"{RELEASE}-{component}"
+
+
+def values_key(component: str) -> str:
+    """Where a component's settings are in the values: a worker group's defaults under inference."""
+    return "inference" if component.startswith("inference-") else component
 
 
 def profile_values(profile: str) -> dict[str, Any]:
@@ -256,10 +264,10 @@ def test_validation_would_catch_a_misspelt_field(gpu: Rendered) -> None:
     kinds and for the CRDs alike."""
     for kind, name, path in [
         ("Deployment", name_of("gateway"), ("spec", "replica")),
-        ("ScaledObject", name_of("inference"), ("spec", "minReplicas")),
+        ("ScaledObject", name_of("inference-gpu"), ("spec", "minReplicas")),
         ("ServiceMonitor", RELEASE, ("spec", "endpoints", 0, "intervall")),
         ("PrometheusRule", RELEASE, ("spec", "groups", 0, "rules", 0, "severity")),
-        ("TriggerAuthentication", f"{name_of('inference')}-rabbitmq", ("spec", "secretTargetRef", 0, "secret")),
+        ("TriggerAuthentication", f"{name_of('inference-gpu')}-rabbitmq", ("spec", "secretTargetRef", 0, "secret")),
     ]:
         broken = copy.deepcopy(gpu.get(kind, name))
         target: Any = broken
@@ -276,6 +284,8 @@ def test_the_schema_refuses_misspelt_keys() -> None:
         {"ingres": {"enabled": True}},
         {"dependencies": {"mongodb": {"enable": False}}},
         {"inference": {"tolerations": [{"key": "nvidia.com/gpu", "operater": "Exists"}]}},
+        {"inference": {"workerGroups": [{"name": "gpu", "restorers": ["gfpgan"], "keda": {"minReplicas": 0}}]}},
+        {"inference": {"workerGroups": [{"name": "gpu", "restorer": ["gfpgan"]}]}},
     ]
     for misspelt in misspellings:
         with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmValuesError) as refused:
@@ -458,7 +468,7 @@ def test_a_managed_secret_is_checksummed_from_the_cluster(gpu: Rendered) -> None
 
 
 def test_gpu_inference_is_placed_on_gpu_nodes(gpu: Rendered) -> None:
-    inference = gpu.deployment("inference")
+    inference = gpu.deployment("inference-gpu")
     pod_spec = inference["spec"]["template"]["spec"]
     resources = container(inference)["resources"]
     assert str(resources["limits"]["nvidia.com/gpu"]) == "1"
@@ -470,6 +480,7 @@ def test_gpu_inference_is_placed_on_gpu_nodes(gpu: Rendered) -> None:
     env = env_of(inference)
     assert env["DEVICE"] == "cuda", "a worker without CUDA must refuse to start, not fall back to the CPU"
     assert env["INFERENCE_ROLES"] == "restore"
+    assert env["RESTORERS"] == "gfpgan,codeformer"
     assert container(inference)["image"].startswith("facerestore/inference-gpu:")
     volumes = {volume["name"]: volume for volume in pod_spec["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "facerestore-models", "readOnly": True}
@@ -504,7 +515,7 @@ def test_placement_is_settable_for_every_service() -> None:
         "runtimeClassName": "gvisor",
         "priorityClassName": "facerestore-high",
     }
-    rendered = render({component: placement for component in SERVICES})
+    rendered = render({values_key(component): placement for component in SERVICES})
     assert all(not validation_errors(obj) for obj in rendered.objects)
     for component in SERVICES:
         pod_spec = rendered.deployment(component)["spec"]["template"]["spec"]
@@ -521,22 +532,23 @@ def test_weights_can_be_fetched_and_checked_by_an_init_container() -> None:
     pins = hashlib.sha256(b"weights").hexdigest() + "  GFPGANv1.4.pth\n"
     fetch = {"enabled": True, "bucket": "models", "prefix": "v1/", "sha256sums": pins, "sizeLimit": "2Gi"}
     rendered = render(merge(profile_values("gpu"), {"inference": {"models": {"existingClaim": "", "fetch": fetch}}}))
-    assert not validation_errors(rendered.deployment("inference"))
-    pod_spec = rendered.deployment("inference")["spec"]["template"]["spec"]
+    assert not validation_errors(rendered.deployment("inference-gpu"))
+    pod_spec = rendered.deployment("inference-gpu")["spec"]["template"]["spec"]
     (init,) = pod_spec["initContainers"]
     assert init["command"] == ["python", "-m", "inference_service.fetch_weights"]
     assert importlib.util.find_spec("inference_service.fetch_weights") is not None
-    assert init["image"] == container(rendered.deployment("inference"))["image"]
+    assert init["image"] == container(rendered.deployment("inference-gpu"))["image"]
     env = {item["name"]: item.get("value", item.get("valueFrom")) for item in init["env"]}
     assert env["MODEL_SHA256SUMS"] == pins
     assert (env["MODELS_BUCKET"], env["MODELS_PREFIX"]) == ("models", "v1/")
-    assert env["MODEL_DIR"] == env_of(rendered.deployment("inference"))["MODEL_DIR"]
+    assert env["MODEL_DIR"] == env_of(rendered.deployment("inference-gpu"))["MODEL_DIR"]
     assert {"S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY"} <= env.keys()
     volumes = {volume["name"]: volume for volume in pod_spec["volumes"]}
     assert volumes["models"] == {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}}
     (init_mount,) = [mount for mount in init["volumeMounts"] if mount["name"] == "models"]
     assert not init_mount.get("readOnly")
-    (worker_mount,) = [m for m in container(rendered.deployment("inference"))["volumeMounts"] if m["name"] == "models"]
+    worker = container(rendered.deployment("inference-gpu"))
+    (worker_mount,) = [m for m in worker["volumeMounts"] if m["name"] == "models"]
     assert worker_mount["readOnly"] is True
     assert restricted_violations(pod_spec) == []
     # A claim and a fetch at once is refused, as is a fetch with nothing pinned.
@@ -545,42 +557,148 @@ def test_weights_can_be_fetched_and_checked_by_an_init_container() -> None:
             chart.render({"inference": {"models": models}}, name=RELEASE, namespace=NAMESPACE)
 
 
+def worker_groups(rendered: Rendered) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """Group name -> (its restorer families, its KEDA settings: the defaults, the group's over them)."""
+    chart_defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))["inference"]
+    inference = merge(chart_defaults, rendered.values.get("inference", {}))
+    return {
+        group["name"]: (group["restorers"], {**inference["keda"], **group.get("keda", {})})
+        for group in inference["workerGroups"]
+    }
+
+
 @pytest.mark.parametrize("profile_name", ["gpu", "cpu"])
-def test_keda_scales_inference_on_its_queue(profile_name: str) -> None:
+def test_keda_scales_each_worker_group_on_its_families_queues(profile_name: str) -> None:
     rendered = rendered_profile(profile_name)
-    keda = rendered.values["inference"]["keda"]
-    inference = rendered.deployment("inference")
-    assert "replicas" not in inference["spec"], "KEDA owns the replica count"
+    groups = worker_groups(rendered)
+    assert set(groups) == ({"gpu", "cpu"} if profile_name == "gpu" else {"cpu"})
+    bus = EventBus("amqp://unused", "facerestore.events", "facerestore", "test")
+    for group, (families, keda) in groups.items():
+        component = f"inference-{group}"
+        inference = rendered.deployment(component)
+        assert "replicas" not in inference["spec"], "KEDA owns the replica count"
+        assert env_of(inference)["RESTORERS"] == ",".join(families)
 
-    scaled = rendered.get("ScaledObject", name_of("inference"))["spec"]
-    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name_of("inference")}
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (keda["minReplicaCount"], keda["maxReplicaCount"])
-    assert scaled["cooldownPeriod"] == keda["cooldownPeriod"]
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    # The queue the inference workers consume, as the code names it.
-    queue = EventBus("amqp://unused", "facerestore.events", "facerestore", "test").queue_name("inference")
-    assert trigger["metadata"]["queueName"] == queue == "facerestore.inference"
-    assert trigger["metadata"]["mode"] == "QueueLength"
-    assert int(trigger["metadata"]["value"]) == keda["queueLength"]
-    assert int(trigger["metadata"]["activationValue"]) == keda["activationQueueLength"]
+        scaled = rendered.get("ScaledObject", name_of(component))["spec"]
+        assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name_of(component)}
+        assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (
+            keda["minReplicaCount"],
+            keda["maxReplicaCount"],
+        )
+        assert scaled["cooldownPeriod"] == keda["cooldownPeriod"]
+        # One trigger per family: the queue the code routes that family's work to.
+        queues = [trigger["metadata"]["queueName"] for trigger in scaled["triggers"]]
+        assert queues == [bus.queue_name(inference_consumer(family)) for family in families]
+        assert all(inference_consumer(family) in CONSUMER_BINDINGS for family in families)
+        for trigger in scaled["triggers"]:
+            assert trigger["type"] == "rabbitmq"
+            assert trigger["metadata"]["mode"] == "QueueLength"
+            assert int(trigger["metadata"]["value"]) == keda["queueLength"]
+            assert int(trigger["metadata"]["activationValue"]) == keda["activationQueueLength"]
+            # Authenticated with the AMQP_URL the workers themselves use.
+            authentication = rendered.get("TriggerAuthentication", trigger["authenticationRef"]["name"])
+            (secret_ref,) = authentication["spec"]["secretTargetRef"]
+            assert secret_ref["parameter"] == "host"
+            assert env_of(inference)["AMQP_URL"]["secretKeyRef"] == {
+                "name": secret_ref["name"],
+                "key": secret_ref["key"],
+            }
 
-    # Authenticated with the AMQP_URL the workers themselves use.
-    authentication = rendered.get("TriggerAuthentication", trigger["authenticationRef"]["name"])
-    (secret_ref,) = authentication["spec"]["secretTargetRef"]
-    assert secret_ref["parameter"] == "host"
-    assert env_of(inference)["AMQP_URL"]["secretKeyRef"] == {"name": secret_ref["name"], "key": secret_ref["key"]}
+        # Scale-down kind to GPUs that take minutes to start: one pod at a time, after a long window.
+        behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+        assert behavior["scaleDown"]["policies"] == [
+            {"type": "Pods", "value": 1, "periodSeconds": keda["scaleDownPeriodSeconds"]}
+        ]
 
-    # Scale-down kind to GPUs that take minutes to start: one pod at a time, after a long window.
-    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
-    assert behavior["scaleDown"]["policies"] == [
-        {"type": "Pods", "value": 1, "periodSeconds": keda["scaleDownPeriodSeconds"]}
-    ]
+
+def test_the_gpu_profile_serves_every_family_gpu_models_on_gpus_classical_on_cpus(gpu: Rendered) -> None:
+    served = {
+        family: deployment["metadata"]["name"]
+        for deployment in gpu.of_kind("Deployment")
+        for family in env_of(deployment).get("RESTORERS", "").split(",")
+        if family
+    }
+    assert served == {
+        "gfpgan": name_of("inference-gpu"),
+        "codeformer": name_of("inference-gpu"),
+        "classical": name_of("inference-cpu"),
+    }
+    assert set(served) == set(RESTORER_FAMILIES)
+    cpu_group = gpu.deployment("inference-cpu")
+    assert env_of(cpu_group)["DEVICE"] == "cpu" and "nvidia.com/gpu" not in json.dumps(container(cpu_group))
+    assert container(cpu_group)["image"].startswith("facerestore/inference:")
+    # Both analyse faces with the same model (one embedding space) from the same weights.
+    for group in ("inference-gpu", "inference-cpu"):
+        assert env_of(gpu.deployment(group))["FACE_ANALYZER"] == "insightface"
+        volumes = {volume["name"]: volume for volume in gpu.deployment(group)["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "facerestore-models"
+
+
+def test_a_worker_group_overrides_the_inference_defaults_key_by_key() -> None:
+    rendered = render(
+        {
+            "inference": {
+                "env": {"RESTORE_BATCH_SIZE": "2", "LOG_LEVEL": "DEBUG"},
+                "nodeSelector": {"pool": "general"},
+                "workerGroups": [
+                    {"name": "cpu", "restorers": ["classical"]},
+                    {
+                        "name": "big",
+                        "restorers": ["codeformer", "gfpgan"],
+                        "gpu": 1,
+                        "keda": {"enabled": True, "minReplicaCount": 0},
+                        "env": {"RESTORE_BATCH_SIZE": "8"},
+                        "nodeSelector": {"pool": "gpu"},
+                    },
+                ],
+            }
+        }
+    )
+    cpu_group, big = rendered.deployment("inference-cpu"), rendered.deployment("inference-big")
+    assert all(not validation_errors(obj) for obj in rendered.objects)
+    # Maps merge one level deep; placement is the group's own.
+    assert (env_of(big)["RESTORE_BATCH_SIZE"], env_of(big)["LOG_LEVEL"]) == ("8", "DEBUG")
+    assert env_of(cpu_group)["RESTORE_BATCH_SIZE"] == "2"
+    assert big["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+    assert cpu_group["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "general"}
+    scaled = rendered.get("ScaledObject", name_of("inference-big"))["spec"]
+    assert scaled["minReplicaCount"] == 0 and scaled["maxReplicaCount"] == 4  # the default's maximum kept
+    assert rendered.find("ScaledObject", name_of("inference-cpu")) is None
+    # A group with a GPU runs the GPU image; the families are as the group lists them.
+    assert container(big)["image"].startswith("facerestore/inference-gpu:")
+    assert container(cpu_group)["image"].startswith("facerestore/inference:")
+    assert env_of(big)["RESTORERS"] == "codeformer,gfpgan"
+    # Scaled to zero, the group keeps offering its models, so that requests for them are accepted.
+    assert env_of(big)["STANDBY_OFFER_SECONDS"] == "86400" and "STANDBY_OFFER_SECONDS" not in env_of(cpu_group)
+    # Each group is its own workload: its pods, budget and policy.
+    for group in (cpu_group, big):
+        labels = group["spec"]["template"]["metadata"]["labels"]
+        others = [d for d in rendered.of_kind("Deployment") if d is not group]
+        assert not any(selects(group["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in others)
+        assert len([b for b in rendered.of_kind("PodDisruptionBudget") if selects(b["spec"]["selector"], labels)]) == 1
+        assert any(selects(p["spec"]["podSelector"], labels) for p in rendered.of_kind("NetworkPolicy"))
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [{"name": "gpu", "restorers": ["gfpgan"]}, {"name": "gpu", "restorers": ["classical"]}],
+        [{"name": "cpu", "restorers": ["restoreformer"]}],
+        [{"name": "cpu", "restorers": []}],
+        [{"name": "Has_Capitals", "restorers": ["classical"]}],
+        [{"name": "gpu", "restorers": ["gfpgan"], "keda": {"enabled": True, "minReplicaCount": 5}}],
+    ],
+)
+def test_worker_groups_that_cannot_work_are_refused(groups: list[dict[str, Any]]) -> None:
+    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(helm_python.HelmError):
+        chart.render({"inference": {"workerGroups": groups}}, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_gpu_inference_may_scale_to_zero(gpu: Rendered) -> None:
-    assert gpu.get("ScaledObject", name_of("inference"))["spec"]["minReplicaCount"] == 0
+    assert gpu.get("ScaledObject", name_of("inference-gpu"))["spec"]["minReplicaCount"] == 0
+    assert env_of(gpu.deployment("inference-gpu"))["STANDBY_OFFER_SECONDS"] == "86400"
+    assert gpu.get("ScaledObject", name_of("inference-cpu"))["spec"]["minReplicaCount"] >= 1
     embedder_hpa = gpu.get("HorizontalPodAutoscaler", name_of("embedder"))
     assert embedder_hpa["spec"]["minReplicas"] >= 1, "search needs an embedder while inference is at zero"
 
@@ -618,13 +736,13 @@ def test_every_service_has_a_disruption_budget(rendered: Rendered) -> None:
 
 
 def test_multi_replica_services_spread_over_zones_and_nodes(gpu: Rendered, dev: Rendered) -> None:
-    for component in ["gateway", "auth", "upload", "history", "admin", "embedder", "inference"]:
+    for component in ["gateway", "auth", "upload", "history", "admin", "embedder", "inference-gpu", "inference-cpu"]:
         pod = gpu.deployment(component)["spec"]["template"]
         constraints = pod["spec"]["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
         assert all(selects(c["labelSelector"], pod["metadata"]["labels"]) for c in constraints), component
     # One pod has nothing to spread.
-    for component in ["auth", "admin", "inference"]:
+    for component in ["auth", "admin", "inference-cpu"]:
         assert "topologySpreadConstraints" not in dev.deployment(component)["spec"]["template"]["spec"], component
 
 
@@ -832,7 +950,7 @@ def test_dependencies_are_reachable_only_from_their_users(dev: Rendered) -> None
     sources = {**pods, "keda": KEDA_OPERATOR, "stranger": STRANGER, "ingress-controller": INGRESS_CONTROLLER}
     for dependency, port in DEPENDENCY_PORTS.items():
         reached_by = {name for name, source in sources.items() if allowed(policies, source, pods[dependency], port)}
-        # KEDA reads the inference queue's length from the broker.
+        # KEDA reads the inference queues' lengths from the broker.
         expected = DEPENDENCY_USERS[dependency] | ({"keda"} if dependency == "rabbitmq" else set())
         assert reached_by == expected, dependency
     assert allowed(policies, PROMETHEUS, pods["rabbitmq"], 15692)
@@ -867,7 +985,7 @@ def test_service_monitor_scrapes_every_service(gpu: Rendered) -> None:
         if selects(monitor["spec"]["selector"], service["metadata"]["labels"])
         and "metrics" in {port["name"] for port in service["spec"]["ports"]}
     }
-    assert scraped == set(SERVICES)
+    assert scraped == {*SERVICES, "inference-gpu"}  # every worker group too
 
 
 def test_pod_monitor_scrapes_every_service(cpu: Rendered) -> None:
@@ -919,7 +1037,7 @@ def test_alerts_cover_dead_letters_lag_errors_and_consumers(gpu: Rendered) -> No
     assert pattern
     dlq = re.compile(pattern.group(1).replace("\\\\", "\\"))
     bus = EventBus("amqp://unused", "facerestore.events", "facerestore", "test")
-    for consumer in ("inference", "history"):
+    for consumer in CONSUMER_BINDINGS:
         name, retry, dead = bus.consumer_queues(consumer)
         assert dlq.fullmatch(dead) and not dlq.fullmatch(name) and not dlq.fullmatch(retry)
     assert "rabbitmq_detailed_queue_consumers" in alerts["FacerestoreQueueNoConsumers"]["expr"]
@@ -965,7 +1083,7 @@ def test_dev_runs_every_dependency_in_the_namespace(dev: Rendered) -> None:
     ):
         assert len(data[generated]) >= 32 and not data[generated].startswith("dev-only-"), generated
     assert config_data(dev)["QDRANT_URL"] == f"http://{name_of('qdrant')}:6333"
-    assert env_of(dev.deployment("inference"))["DEVICE"] == "cpu"
+    assert env_of(dev.deployment("inference-cpu"))["DEVICE"] == "cpu"
 
 
 @pytest.mark.parametrize("profile_name", CHART_SECRET_PROFILES)

@@ -195,10 +195,9 @@ def test_validation_refuses_a_misspelt_field(overlays: dict[str, list[Manifest]]
         validate(broken)
 
 
-def inference_deployment(manifests: list[Manifest]) -> Manifest:
-    (deployment,) = [
-        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "facerestore-inference"
-    ]
+def inference_deployment(manifests: list[Manifest], group: str = "gpu") -> Manifest:
+    name = f"facerestore-inference-{group}"
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == name]
     return deployment
 
 
@@ -210,11 +209,15 @@ def test_production_inference_is_on_gpus_and_autoscaled(overlays: dict[str, list
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
     assert container["image"].startswith("facerestore/inference-gpu:")
     assert {"name": "DEVICE", "value": "cuda"} in container["env"]
+    assert {"name": "RESTORERS", "value": "gfpgan,codeformer"} in container["env"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["runtimeClassName"] == "nvidia"
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    (scaled,) = [m for m in production if m["kind"] == "ScaledObject"]
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "facerestore-inference"
+    scaled = {m["spec"]["scaleTargetRef"]["name"] for m in production if m["kind"] == "ScaledObject"}
+    assert scaled == {"facerestore-inference-gpu", "facerestore-inference-cpu"}
+    classical = inference_deployment(production, "cpu")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RESTORERS", "value": "classical"} in classical["env"]
+    assert classical["image"].startswith("facerestore/inference:")
 
 
 def test_dev_overlay_runs_inference_on_the_cpu_without_operators(overlays: dict[str, list[Manifest]]) -> None:
@@ -239,7 +242,17 @@ def test_dev_overlay_runs_inference_on_the_cpu_without_operators(overlays: dict[
     assert sorted(e["name"] for e in container["env"]) == sorted(e["name"] for e in production_container["env"])
     assert container["volumeMounts"] == production_container["volumeMounts"]
     changed = {k for k in dev if dev[k] != production[k]}
-    assert changed == {("apps/v1", "Deployment", "facerestore", "facerestore-inference")}
+    assert changed == {
+        ("apps/v1", "Deployment", "facerestore", "facerestore-inference-gpu"),
+        ("apps/v1", "Deployment", "facerestore", "facerestore-inference-cpu"),
+    }
+    # The classical group runs as in production, at one replica now that no KEDA keeps it there.
+    classical, production_classical = (
+        inference_deployment(overlays["dev"], "cpu"),
+        inference_deployment(overlays["production"], "cpu"),
+    )
+    assert classical["spec"]["replicas"] == 1
+    assert classical["spec"]["template"] == production_classical["spec"]["template"]
 
 
 def production_workloads() -> list[Manifest]:

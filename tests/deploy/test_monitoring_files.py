@@ -136,7 +136,7 @@ def test_traces_go_to_the_configured_collector(chart_render: Any, tmp_path: Path
     assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring.svc.cluster.local:4317"
     assert (data["OTEL_EXPORTER_OTLP_PROTOCOL"], data["OTEL_TRACES_SAMPLER"]) == ("grpc", "parentbased_traceidratio")
     policies = {obj["metadata"]["name"]: obj for obj in templates["networkpolicy.yaml"]}
-    for component in ("gateway", "auth", "upload", "history", "admin", "inference", "embedder"):
+    for component in ("gateway", "auth", "upload", "history", "admin", "inference-gpu", "inference-cpu", "embedder"):
         egress = policies[f"facerestore-{component}"]["spec"]["egress"]
         assert any(
             rule.get("ports") == [{"port": 4317, "protocol": "TCP"}]

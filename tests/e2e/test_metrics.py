@@ -65,7 +65,8 @@ def test_every_service_serves_its_own_metrics_on_its_own_port(stack: RunningStac
     assert total(history, "events_consumed_total", queue=f"{stack.namespace}.history", outcome="acked") >= 2
 
     inference = scrape(stack, "inference")
-    assert total(inference, "events_consumed_total", queue=f"{stack.namespace}.inference", outcome="acked") >= 1
+    classical_queue = f"{stack.namespace}.inference.classical"  # the stack's workers serve classical
+    assert total(inference, "events_consumed_total", queue=classical_queue, outcome="acked") >= 1
     assert total(inference, "events_published_total", type="image.restored") >= 1
     assert total(inference, "inference_results_total") >= 1
     assert total(inference, "inference_queue_lag_seconds_count") >= 1

@@ -109,12 +109,13 @@ def test_every_service_exports_the_promised_series(stack: RunningStack, scraped:
     assert upload_.value("grpc_client_handled_total", method="/facerestore.auth.v1.AuthService/GetJwks") >= 1
 
     # Consumers: every outcome's series, acked ones counted, handling time.
-    for service, scrape_ in (("history", history), ("admin", admin), ("inference", inference)):
-        queue = f"{ns}.{service}"
-        assert scrape_.value("events_consumed_total", queue=queue, outcome="acked") >= 1, service
+    # The stack's worker serves the classical restorer: it consumes that model's queue.
+    for consumer, scrape_ in (("history", history), ("admin", admin), ("inference.classical", inference)):
+        queue = f"{ns}.{consumer}"
+        assert scrape_.value("events_consumed_total", queue=queue, outcome="acked") >= 1, consumer
         for outcome in ("retried", "dead_lettered", "duplicate"):
-            assert scrape_.series("events_consumed_total", queue=queue, outcome=outcome), (service, outcome)
-        assert scrape_.value("events_handling_seconds_count", queue=queue) >= 1, service
+            assert scrape_.series("events_consumed_total", queue=queue, outcome=outcome), (consumer, outcome)
+        assert scrape_.value("events_handling_seconds_count", queue=queue) >= 1, consumer
     assert history.value("events_published_total", type="activity.recorded") >= 1  # the search
     assert admin.value("grpc_client_handled_total", method="/facerestore.auth.v1.AuthService/CountUsers") >= 1
     assert admin.value("grpc_server_handled_total", method="/facerestore.admin.v1.AdminService/GetStats") >= 1

@@ -79,7 +79,8 @@ inference:
   port: 9100
   image: inference
   roles: restore
-  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY]
+  # REDIS_URL: the model registry, where the workers offer the models they serve.
+  secretEnv: [MONGO_URL, AMQP_URL, REDIS_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY]
   optionalSecretEnv: []
 embedder:
   server: worker
@@ -92,15 +93,72 @@ embedder:
 
 {{- define "facerestore.metricsPort" -}}9100{{- end }}
 
-{{/* The components that are switched on, in a stable order. */}}
+{{/* The components that are switched on, in a stable order; the restoration workers are one
+per worker group, "inference-<group>". */}}
 {{- define "facerestore.enabledComponents" -}}
 {{- $names := list }}
 {{- range $name := list "gateway" "auth" "upload" "history" "admin" "inference" "embedder" }}
 {{- if (index $.Values $name).enabled }}
+{{- if eq $name "inference" }}
+{{- range $.Values.inference.workerGroups }}
+{{- $names = append $names (printf "inference-%s" .name) }}
+{{- end }}
+{{- else }}
 {{- $names = append $names $name }}
 {{- end }}
 {{- end }}
+{{- end }}
 {{- toJson $names }}
+{{- end }}
+
+{{/*
+Every enabled component's template context, by its name in enabledComponents, set into .out:
+(dict "root" $ "component" <name> "kind" <its entry in facerestore.components> "values" <its values>),
+plus "group" for a restoration worker group. Call: (dict "root" $ "out" $contexts).
+*/}}
+{{- define "facerestore.workloads" -}}
+{{- $root := .root }}
+{{- range $name := list "gateway" "auth" "upload" "history" "admin" "inference" "embedder" }}
+{{- $values := index $root.Values $name }}
+{{- if $values.enabled }}
+{{- if eq $name "inference" }}
+{{- range $group := $values.workerGroups }}
+{{- $merged := dict }}
+{{- include "facerestore.workerGroupValues" (dict "defaults" $values "group" $group "out" $merged) }}
+{{- $component := printf "inference-%s" $group.name }}
+{{- $_ := set $.out $component (dict "root" $root "component" $component "kind" "inference" "values" $merged "group" $group) }}
+{{- end }}
+{{- else }}
+{{- $_ := set $.out $name (dict "root" $root "component" $name "kind" $name "values" $values) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A worker group's values, set into .out: inference's, with the group's keys over them. A map the
+group gives is merged one level deep into the default one (keda: {enabled: true} keeps the other
+keda defaults), except nodeSelector and affinity, which replace it like lists and plain values:
+a group is placed by its own rules only. A group with gpu > 0 and no image of its own runs
+inference.gpuImage.
+*/}}
+{{- define "facerestore.workerGroupValues" -}}
+{{- range $key, $value := omit .defaults "workerGroups" "gpuImage" }}
+{{- $_ := set $.out $key (deepCopy $value) }}
+{{- end }}
+{{- range $key, $value := omit .group "name" "restorers" }}
+{{- $base := index $.out $key }}
+{{- if and (kindIs "map" $value) (kindIs "map" $base) (not (has $key (list "nodeSelector" "affinity"))) }}
+{{- range $inner, $innerValue := $value }}
+{{- $_ := set $base $inner (deepCopy $innerValue) }}
+{{- end }}
+{{- else }}
+{{- $_ := set $.out $key (deepCopy $value) }}
+{{- end }}
+{{- end }}
+{{- if and (not (hasKey .group "image")) (gt (int (index $.out "gpu")) 0) }}
+{{- $_ := set $.out "image" (deepCopy .defaults.gpuImage) }}
+{{- end }}
 {{- end }}
 
 {{- define "facerestore.configName" -}}
@@ -140,7 +198,7 @@ gateway.publicBaseUrl, else the first Ingress host, https when the Ingress has T
 
 {{/* The most pods a component may run: KEDA's or the HPA's maximum, else its replicas. */}}
 {{- define "facerestore.maxReplicas" -}}
-{{- $values := index .root.Values .component }}
+{{- $values := .values | default (index .root.Values .component) }}
 {{- if and $values.keda $values.keda.enabled }}
 {{- $values.keda.maxReplicaCount }}
 {{- else if and $values.autoscaling $values.autoscaling.enabled }}
@@ -152,7 +210,7 @@ gateway.publicBaseUrl, else the first Ingress host, https when the Ingress has T
 
 {{/* Whether a component's replica count is left to an autoscaler (HPA or KEDA): "true" or "". */}}
 {{- define "facerestore.autoscaled" -}}
-{{- $values := index .root.Values .component }}
+{{- $values := .values | default (index .root.Values .component) }}
 {{- if or (and $values.keda $values.keda.enabled) (and $values.autoscaling $values.autoscaling.enabled) }}true{{- end }}
 {{- end }}
 
@@ -163,7 +221,7 @@ gateway.publicBaseUrl, else the first Ingress host, https when the Ingress has T
 
 {{/* Pod-level scheduling: GPU placement and priority, set per component. */}}
 {{- define "facerestore.scheduling" -}}
-{{- $values := index .root.Values .component }}
+{{- $values := .values | default (index .root.Values .component) }}
 {{- with $values.runtimeClassName }}
 runtimeClassName: {{ . }}
 {{- end }}
@@ -198,7 +256,7 @@ topologySpreadConstraints:
 
 {{/* Container resources with the GPU count added to requests and limits. */}}
 {{- define "facerestore.resources" -}}
-{{- $values := index .root.Values .component }}
+{{- $values := .values | default (index .root.Values .component) }}
 {{- $resources := deepCopy ($values.resources | default dict) }}
 {{- if gt (int ($values.gpu | default 0)) 0 }}
 {{- $gpu := int $values.gpu }}

@@ -1,11 +1,13 @@
 {{/*
-Deployment of one of the platform's services: (dict "root" $ "component" "<name>").
+Deployment of one of the platform's services: (dict "root" $ "component" "<name>"), or a context
+of facerestore.workloads (a restoration worker group: its own name, kind "inference" and values).
 */}}
 {{- define "facerestore.deployment" -}}
 {{- $root := .root }}
 {{- $component := .component }}
-{{- $values := index $root.Values $component }}
-{{- $spec := index (include "facerestore.components" $root | fromYaml) $component }}
+{{- $values := .values | default (index $root.Values $component) }}
+{{- $kind := .kind | default $component }}
+{{- $spec := index (include "facerestore.components" $root | fromYaml) $kind }}
 {{- $metricsPort := include "facerestore.metricsPort" $root | int }}
 {{- $secretName := include "facerestore.secretName" $root -}}
 apiVersion: apps/v1
@@ -89,7 +91,7 @@ spec:
               mountPath: /tmp
       {{- end }}
       containers:
-        - name: {{ $component }}
+        - name: {{ $kind }}
           image: {{ include "facerestore.image" (dict "root" $root "image" $values.image "default" $spec.image) | quote }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           securityContext:
@@ -108,7 +110,7 @@ spec:
                 name: {{ include "facerestore.configName" $root }}
           env:
             - name: SERVICE_NAME
-              value: {{ $component }}
+              value: {{ $kind }}
             {{- if eq $spec.server "grpc" }}
             - name: GRPC_PORT
               value: {{ $spec.port | quote }}
@@ -132,6 +134,18 @@ spec:
               value: {{ $values.device }}
             - name: MODEL_DIR
               value: /var/lib/facerestore/models
+            {{- with .group }}
+            # The families this group serves: the queues it consumes, the models it offers.
+            - name: RESTORERS
+              value: {{ join "," .restorers | quote }}
+            - name: WORKER_GROUP
+              value: {{ .name | quote }}
+            {{- if and $values.keda.enabled (eq (int $values.keda.minReplicaCount) 0) }}
+            # Scaled to zero, the group still offers its models: KEDA starts a worker for a waiting message.
+            - name: STANDBY_OFFER_SECONDS
+              value: {{ $values.standbyOfferSeconds | quote }}
+            {{- end }}
+            {{- end }}
             {{- end }}
             {{- if eq $component "auth" }}
             - name: JWT_KEY_DIR
@@ -266,7 +280,7 @@ the gateway a ClusterIP Service for the Ingress; workers one for their metrics.
 */}}
 {{- define "facerestore.service" -}}
 {{- $root := .root }}
-{{- $spec := index (include "facerestore.components" $root | fromYaml) .component }}
+{{- $spec := index (include "facerestore.components" $root | fromYaml) (.kind | default .component) }}
 {{- $suffix := get (dict "grpc" "-grpc" "http" "" "worker" "-metrics") $spec.server -}}
 apiVersion: v1
 kind: Service
@@ -298,9 +312,10 @@ spec:
       appProtocol: http
 {{- end }}
 
-{{/* The component's Deployment and Service: (dict "root" $ "component" "<name>"). */}}
+{{/* The component's Deployment and Service: (dict "root" $ "component" "<name>"), or a context of
+facerestore.workloads. */}}
 {{- define "facerestore.component" -}}
-{{- if (index .root.Values .component).enabled }}
+{{- if (.values | default (index .root.Values .component)).enabled }}
 {{ include "facerestore.deployment" . }}
 ---
 {{ include "facerestore.service" . }}

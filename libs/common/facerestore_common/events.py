@@ -42,6 +42,7 @@ from facerestore.events.v1 import events_pb2
 from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
 from facerestore_common.telemetry import context_from_traceparent, current_traceparent
+from facerestore_common.topology import RESTORER_FAMILIES, ROUTED_BY_MODEL
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -72,6 +73,35 @@ def derived_event_id(source_event_id: str, kind: str) -> str:
     """The id of the event that handling `source_event_id` produces: the same on every
     redelivery, so consumers drop the repeat a crash between publishing and acking causes."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"facerestore:{source_event_id}:{kind}").hex
+
+
+def routing_key_of(envelope: events_pb2.Envelope) -> str:
+    """The routing key an envelope is published with: "<type>.<model>" for an upload or a
+    reprocess whose options name a restorer family (only that family's workers get it), the
+    bare type for everything else (and for events published before options existed)."""
+    if envelope.type in ROUTED_BY_MODEL:
+        payload = envelope.WhichOneof("payload")
+        model = getattr(envelope, payload).options.model if payload else ""
+        if model:
+            if model not in RESTORER_FAMILIES:
+                # A key no worker is bound to would leave the restoration waiting forever.
+                raise ValueError(f"{envelope.type} names an unknown restorer family {model!r}")
+            return f"{envelope.type}.{model}"
+    return envelope.type
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """RabbitMQ's topic rule: "*" stands for one word, "#" for zero or more."""
+
+    def match(words: list[str], keys: list[str]) -> bool:
+        if not words:
+            return not keys
+        head, rest = words[0], words[1:]
+        if head == "#":
+            return any(match(rest, keys[skip:]) for skip in range(len(keys) + 1))
+        return bool(keys) and head in ("*", keys[0]) and match(rest, keys[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
 
 
 def new_envelope(producer: str, **payload: object) -> events_pb2.Envelope:
@@ -163,9 +193,10 @@ class EventBus:
         self._url = amqp_url
         self._robust = robust
         self._topology = dict(topology or {})
-        # Events that some consumer must get: publishing one that no queue takes is an error.
-        # Other events (no consumer yet, e.g. image.deleted) are fire-and-forget.
-        self._required_keys = {key for keys in self._topology.values() for key in keys}
+        # Events that some consumer must get (a binding of the topology matches their routing
+        # key): publishing one that no queue takes is an error. Other events (no consumer yet,
+        # e.g. image.deleted) are fire-and-forget.
+        self._bindings = {key for keys in self._topology.values() for key in keys}
         self._exchange_name = exchange
         self._queue_prefix = queue_prefix
         self._producer = producer
@@ -236,10 +267,12 @@ class EventBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers={"traceparent": envelope.traceparent},
         )
+        routing_key = routing_key_of(envelope)
+        mandatory = any(topic_matches(binding, routing_key) for binding in self._bindings)
         with tracer.start_as_current_span(f"publish {envelope.type}", kind=SpanKind.PRODUCER):
-            await exchange.publish(message, routing_key=envelope.type, mandatory=envelope.type in self._required_keys)
+            await exchange.publish(message, routing_key=routing_key, mandatory=mandatory)
         EVENTS_PUBLISHED.labels(envelope.type).inc()
-        log.info("event_published", event_type=envelope.type, event_id=envelope.event_id)
+        log.info("event_published", event_type=envelope.type, event_id=envelope.event_id, routing_key=routing_key)
 
     def _queue_arguments(self, name: str) -> dict[str, str]:
         return {"x-dead-letter-exchange": self.dead_letter_exchange, "x-dead-letter-routing-key": name}
@@ -249,6 +282,19 @@ class EventBus:
         # Nothing consumes the delay queue: a message waits out its own TTL, then the broker
         # dead-letters it through the default exchange straight back into the consumer's queue.
         return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name}
+
+    async def queue_exists(self, consumer: str) -> bool:
+        """Whether the consumer's queue is on the broker, without creating it."""
+        if self._connection is None:
+            raise RuntimeError("EventBus.connect() was not called")
+        # A passive declare of a missing queue closes its channel: use one of its own.
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(self.queue_name(consumer), passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        await channel.close()
+        return True
 
     async def declare_queue(self, consumer: str, routing_keys: Sequence[str]) -> aio_pika.abc.AbstractQueue:
         """Declare a consumer's durable queue, its bindings, its delay queue and its dead-letter queue."""
@@ -345,7 +391,7 @@ class EventBus:
                         if message.redelivered:
                             await self._count_unfinished_delivery(envelope, processed, policy)
                         await handler(envelope)
-                        await processed.mark(envelope.event_id)
+                        await self._record_handled(envelope, processed)
                 except _DeliveryLimitReached as error:
                     await self._give_up(message, envelope, attempt, f"redelivery_limit: {error}", policy)
                 except PermanentEventError as error:
@@ -357,7 +403,7 @@ class EventBus:
                     )
                     await self._give_up(message, envelope, attempt, f"permanent: {error}", policy)
                 except Exception as error:
-                    # Also when the record of handled ids is unreachable: handlers are
+                    # Also when the record of handled ids cannot be read: handlers are
                     # idempotent, so running one again is safe.
                     log.error(
                         "event_handler_failed",
@@ -378,6 +424,17 @@ class EventBus:
         finally:
             EVENTS_HANDLING.labels(policy.queue).observe(time.perf_counter() - started)
             otel_context.detach(token)
+
+    @staticmethod
+    async def _record_handled(envelope: events_pb2.Envelope, processed: ProcessedEvents) -> None:
+        """Remember the event as handled. If that record cannot be written, the message is acked
+        all the same: the handler's effects are done, and running it again could end differently
+        (`make chaos` found an image restored, then deleted by its user, then handled again and
+        failed as missing). Only if the ack is lost as well does the broker deliver it again."""
+        try:
+            await processed.mark(envelope.event_id)
+        except Exception:
+            log.warning("event_handled_unrecorded", event_type=envelope.type, event_id=envelope.event_id, exc_info=True)
 
     @staticmethod
     async def _count_unfinished_delivery(

@@ -27,6 +27,8 @@ from facerestore_common.events import (
     PermanentEventError,
     ProcessedEvents,
     new_envelope,
+    routing_key_of,
+    topic_matches,
 )
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -628,3 +630,140 @@ def test_new_envelope_carries_exactly_one_payload_and_names_its_type() -> None:
         new_envelope("upload")
     with pytest.raises(ValueError):
         new_envelope("upload", image_deleted=events_pb2.ImageDeleted(), image_processing=events_pb2.ImageProcessing())
+
+
+async def test_a_handled_event_whose_record_cannot_be_written_is_acked_and_not_handled_again(broker: Broker) -> None:
+    """The handler's effects are done; running it again could end differently (`make chaos`
+    found an image restored, deleted by its user, then handled again and failed as missing)."""
+    envelope, sentinel = uploaded("img-1"), uploaded("img-sentinel")
+    calls: list[str] = []
+    sentinel_done = asyncio.Event()
+
+    class UnwritableRecord(ProcessedEvents):
+        async def mark(self, event_id: str) -> None:
+            raise ConnectionError("the record of handled events is unreachable")
+
+    async def handler(got: events_pb2.Envelope) -> None:
+        calls.append(got.event_id)
+        if got.event_id == sentinel.event_id:
+            sentinel_done.set()
+
+    give_ups = GiveUps()
+    broker.consumers.append("history")
+    queue = broker.bus.queue_name("history")
+    unwritable = UnwritableRecord(broker.database["processed_events"], "history")
+    # One attempt only: had the failed record counted as a failed handling, it would be given up at once.
+    await broker.bus.consume("history", ["image.uploaded"], handler, unwritable, 1, max_attempts=1, on_give_up=give_ups)
+    await broker.bus.publish(envelope)
+    await broker.bus.publish(sentinel)  # prefetch 1: delivered once the first message was settled
+    await asyncio.wait_for(sentinel_done.wait(), WAIT_SECONDS)
+    await broker.bus.close()
+
+    assert calls == [envelope.event_id, sentinel.event_id]
+    assert give_ups.calls == []
+    for name in (queue, f"{queue}.retry", f"{queue}.dlq"):
+        assert await broker.ready_count(name) == 0, name
+
+
+def uploaded_for(model: str, image_id: str = "img-1") -> events_pb2.Envelope:
+    return new_envelope(
+        "upload",
+        image_uploaded=events_pb2.ImageUploaded(
+            image_id=image_id, user_id="user-1", options=events_pb2.RestorationOptions(model=model)
+        ),
+    )
+
+
+def test_uploads_and_reprocesses_naming_a_model_are_routed_by_it_and_everything_else_by_type() -> None:
+    reprocess = new_envelope(
+        "upload",
+        restoration_requested=events_pb2.RestorationRequested(
+            image_id="img-1", restoration_id="r2", options=events_pb2.RestorationOptions(model="gfpgan")
+        ),
+    )
+    restored = new_envelope(
+        "inference",
+        image_restored=events_pb2.ImageRestored(
+            image_id="img-1", options=events_pb2.RestorationOptions(model="gfpgan")
+        ),
+    )
+
+    assert routing_key_of(uploaded_for("codeformer")) == "image.uploaded.codeformer"
+    assert routing_key_of(reprocess) == "restoration.requested.gfpgan"
+    assert routing_key_of(uploaded()) == "image.uploaded"  # no options: published before options existed
+    assert routing_key_of(restored) == "image.restored"  # outcomes are not routed by model
+    with pytest.raises(ValueError, match="unknown restorer family"):
+        routing_key_of(uploaded_for("image.#"))
+
+
+def test_topic_patterns_match_as_the_broker_matches_them() -> None:
+    assert topic_matches("image.uploaded.#", "image.uploaded")
+    assert topic_matches("image.uploaded.#", "image.uploaded.codeformer")
+    assert topic_matches("image.*", "image.uploaded")
+    assert not topic_matches("image.*", "image.uploaded.gfpgan")
+    assert not topic_matches("image.uploaded.gfpgan", "image.uploaded.codeformer")
+    assert not topic_matches("image.uploaded", "image.uploaded.gfpgan")
+    assert topic_matches("#", "user.deleted")
+
+
+async def test_an_upload_for_one_model_reaches_only_that_models_queue_and_the_wildcard_consumer(
+    broker: Broker,
+) -> None:
+    received: dict[str, list[str]] = {"codeformer": [], "classical": [], "history": []}
+    history_got_all = asyncio.Event()
+
+    def collect(name: str) -> EventHandler:
+        async def handler(envelope: events_pb2.Envelope) -> None:
+            received[name].append(envelope.image_uploaded.image_id)
+            if name == "history" and len(received["history"]) == 3:
+                history_got_all.set()
+
+        return handler
+
+    await broker.consume("inference.codeformer", ["image.uploaded.codeformer"], collect("codeformer"))
+    await broker.consume("inference.classical", ["image.uploaded.classical"], collect("classical"))
+    await broker.consume("history", ["image.uploaded.#"], collect("history"))
+
+    await broker.bus.publish(uploaded_for("codeformer", "for-codeformer"))
+    await broker.bus.publish(uploaded_for("classical", "for-classical"))
+    await broker.bus.publish(uploaded("without-options"))
+    await asyncio.wait_for(history_got_all.wait(), WAIT_SECONDS)
+    await broker.bus.close()  # lets the handlers in hand finish; nothing else can arrive
+
+    assert received["codeformer"] == ["for-codeformer"]
+    assert received["classical"] == ["for-classical"]
+    assert received["history"] == ["for-codeformer", "for-classical", "without-options"]
+
+
+async def test_an_upload_for_a_model_whose_queue_is_gone_is_refused_though_a_wildcard_consumer_is_bound(
+    amqp_url: str, unique_name: str
+) -> None:
+    """Mandatory follows the topology's patterns: the per-model key is required, because a
+    binding of the topology matches it."""
+    topology = {"inference.gfpgan": ["image.uploaded.gfpgan"], "history": ["image.uploaded.#"]}
+    bus = EventBus(amqp_url, f"{unique_name}.events", unique_name, "upload", topology=topology)
+    await bus.connect()
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        async with connection:
+            channel = await connection.channel()
+            for name in (*bus.consumer_queues("inference.gfpgan"), *bus.consumer_queues("history")):
+                await channel.queue_delete(name)
+            with pytest.raises(aio_pika.exceptions.DeliveryError):
+                await bus.publish(uploaded_for("gfpgan"))
+            with pytest.raises(aio_pika.exceptions.DeliveryError):
+                await bus.publish(uploaded())
+            await bus.publish(deleted("nobody-listens"))
+            await channel.exchange_delete(f"{unique_name}.events")
+            await channel.exchange_delete(bus.dead_letter_exchange)
+    finally:
+        await bus.close()
+
+
+async def test_queue_exists_tells_a_declared_queue_from_a_missing_one_without_creating_it(broker: Broker) -> None:
+    broker.consumers.append("present")
+    await broker.bus.declare_queue("present", ["image.uploaded"])
+
+    assert await broker.bus.queue_exists("present")
+    assert not await broker.bus.queue_exists("absent")
+    assert not await broker.bus.queue_exists("absent")

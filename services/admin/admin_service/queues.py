@@ -13,7 +13,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from facerestore_common.logging import get_logger
-from facerestore_common.topology import CONSUMER_BINDINGS, embed_queue_name
+from facerestore_common.topology import CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, embed_queue_name
 
 log = get_logger(__name__)
 
@@ -77,6 +77,24 @@ class QueueInspector:
                     retry_messages=retry[0] if retry else 0,
                     dead_letter_messages=dead[0] if dead else 0,
                     available=main is not None,
+                )
+            )
+        # The single inference queue of releases before per-family queues: listed while it
+        # exists, so that an operator sees it drain before deleting it.
+        legacy = f"{self._prefix}.{LEGACY_INFERENCE_CONSUMER}"
+        left = await self._declared(connection, legacy)
+        if left is not None:
+            dead = await self._declared(connection, f"{legacy}.dlq")
+            retry = await self._declared(connection, f"{legacy}.retry")
+            states.append(
+                QueueState(
+                    LEGACY_INFERENCE_CONSUMER,
+                    legacy,
+                    messages=left[0],
+                    consumers=left[1],
+                    retry_messages=retry[0] if retry else 0,
+                    dead_letter_messages=dead[0] if dead else 0,
+                    available=True,
                 )
             )
         embed = embed_queue_name(self._prefix)

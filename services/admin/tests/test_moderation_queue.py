@@ -17,7 +17,7 @@ from admin_service.queues import QueueInspector
 from facerestore_common import mongo
 from facerestore_common.events import EventBus
 from facerestore_common.timeutil import now_ms
-from facerestore_common.topology import CONSUMER_BINDINGS, embed_queue_name
+from facerestore_common.topology import CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, embed_queue_name
 
 
 @pytest.fixture
@@ -116,8 +116,9 @@ async def test_queue_figures_come_from_the_broker(topology: EventBus, amqp_url: 
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
+        gfpgan_queue = f"{unique_name}.inference.gfpgan"
         for _ in range(3):
-            await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=f"{unique_name}.inference")
+            await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=gfpgan_queue)
         await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=f"{unique_name}.history.dlq")
         consuming = await connection.channel()
         history = await consuming.get_queue(f"{unique_name}.history")
@@ -131,12 +132,33 @@ async def test_queue_figures_come_from_the_broker(topology: EventBus, amqp_url: 
             states = {state.consumer: state for state in await inspector.inspect()}
         finally:
             await inspector.close()
-    assert set(states) == {*CONSUMER_BINDINGS, "embed"}
-    inference, history_state = states["inference"], states["history"]
+    assert set(states) == {*CONSUMER_BINDINGS, "embed"}  # no queue of an older release is left
+    inference, history_state = states["inference.gfpgan"], states["history"]
     assert (inference.messages, inference.consumers, inference.available) == (3, 0, True)
     assert (history_state.consumers, history_state.dead_letter_messages) == (1, 1)
     assert states["admin"].available and states["admin"].messages == 0
     assert not states["embed"].available  # nobody declared it: reported, not an error
+
+
+async def test_the_single_inference_queue_of_an_older_release_is_listed_while_it_exists(
+    topology: EventBus, amqp_url: str, unique_name: str
+) -> None:
+    await topology.declare_queue(LEGACY_INFERENCE_CONSUMER, ["image.uploaded"])
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=f"{unique_name}.inference")
+        inspector = QueueInspector(amqp_url, unique_name)
+        try:
+            states = {state.consumer: state for state in await inspector.inspect()}
+        finally:
+            await inspector.close()
+        for name in topology.consumer_queues(LEGACY_INFERENCE_CONSUMER):
+            await channel.queue_delete(name)
+
+    legacy = states[LEGACY_INFERENCE_CONSUMER]
+    assert (legacy.queue, legacy.messages, legacy.available) == (f"{unique_name}.inference", 1, True)
+    assert set(states) == {*CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, "embed"}
 
 
 async def test_an_unreachable_broker_gives_unavailable_queues_not_an_error() -> None:

@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from redis.asyncio import Redis
 
 from facerestore_common import mongo
 from facerestore_common.bootstrap import run_service
@@ -15,19 +16,26 @@ from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.health import LoopHeartbeat
 from facerestore_common.logging import get_logger
 from facerestore_common.metrics_server import serve_metrics
+from facerestore_common.model_registry import ModelRegistry
 from facerestore_common.storage import BlobStore
-from facerestore_common.topology import CONSUMER_BINDINGS
+from facerestore_common.topology import CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, inference_consumer
 from inference_service.analysis.base import FaceAnalyzer
+from inference_service.announcer import OfferAnnouncer, default_worker_id
 from inference_service.embedding_responder import EmbeddingResponder
-from inference_service.models import choose_analyzer, choose_restorer
+from inference_service.models import choose_analyzer, choose_restorers, offer_of
 from inference_service.pipeline import RestorationPipeline
 from inference_service.probes import WorkerProbes
+from inference_service.restoration.base import Restorer
 from inference_service.restoration.batching import BatchingRestorer
 from inference_service.restoration.classical import ClassicalRestorer
+from inference_service.restoration.face_network import FaceNetworkRestorer
 from inference_service.settings import Settings
 from inference_service.worker import RestorationWorker
 
 log = get_logger(__name__)
+
+# What the queue of the single inference consumer was bound to before per-family queues.
+LEGACY_ROUTING_KEYS = ("image.uploaded",)
 
 
 @dataclass
@@ -36,15 +44,32 @@ class Restoration:
 
     bus: EventBus
     database: AsyncIOMotorDatabase
+    announcer: OfferAnnouncer
+    redis: Redis
 
     async def stop(self, grace_seconds: float) -> None:
+        await self.announcer.stop()
         await self.bus.stop_consuming(grace_seconds)
         await self.bus.close()
         self.database.client.close()
+        await self.redis.aclose()
 
 
 async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Restoration:
-    """The restore role: consume image.uploaded, restore, store, publish the outcome."""
+    """The restore role: consume the queue of every restorer family served, restore, store,
+    publish the outcome; announce the families in the model registry."""
+    served = choose_restorers(settings)
+    for model in served.values():
+        log.info("restorer_chosen", family=model.family, model=model.restorer.model_id, why=model.reason)
+    offers = {family: offer_of(model) for family, model in served.items()}
+    pipelines: dict[str, RestorationPipeline] = {}
+    for family, model in served.items():
+        restorer: Restorer = model.restorer
+        if isinstance(restorer, FaceNetworkRestorer):
+            restorer = BatchingRestorer(restorer, settings.restore_batch_size, settings.restore_batch_window_ms / 1000)
+        pipelines[family] = RestorationPipeline(
+            restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
+        )
     blobs = BlobStore(settings)
     await blobs.ensure_bucket()
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
@@ -56,27 +81,39 @@ async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Resto
         topology=CONSUMER_BINDINGS,
     )
     await bus.connect()
-    restorer, restorer_choice = choose_restorer(settings)
-    log.info("restorer_chosen", restorer=restorer_choice.name, model=restorer.model_id, why=restorer_choice.reason)
-    if restorer_choice.name in ("gfpgan", "codeformer"):
-        restorer = BatchingRestorer(restorer, settings.restore_batch_size, settings.restore_batch_window_ms / 1000)
-    pipeline = RestorationPipeline(
-        restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
+    # Events without options (published before them) are restored by the best family served.
+    default_family = next(iter(served))
+    worker = RestorationWorker(blobs, bus, pipelines, offers, default_family)
+    consumers = {inference_consumer(family): CONSUMER_BINDINGS[inference_consumer(family)] for family in served}
+    if await bus.queue_exists(LEGACY_INFERENCE_CONSUMER):
+        # Left by a release before per-family queues: drained here until an operator deletes it.
+        log.warning("legacy_queue_drained", queue=bus.queue_name(LEGACY_INFERENCE_CONSUMER), family=default_family)
+        consumers[LEGACY_INFERENCE_CONSUMER] = LEGACY_ROUTING_KEYS
+    processed = ProcessedEvents(database["processed_events"], "inference")
+    for consumer, routing_keys in consumers.items():
+        await bus.consume(
+            consumer,
+            routing_keys,
+            worker,
+            processed,
+            settings.consumer_prefetch,
+            max_attempts=settings.max_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            max_unfinished_deliveries=settings.max_unfinished_deliveries,
+            on_give_up=worker.give_up,
+        )
+    redis = Redis.from_url(settings.redis_url)
+    announcer = OfferAnnouncer(
+        ModelRegistry(redis, settings.redis_key_prefix, settings.model_announce_ttl_seconds),
+        settings.worker_id or default_worker_id(),
+        list(offers.values()),
+        group=settings.worker_group,
+        standby_seconds=settings.standby_offer_seconds,
     )
-    worker = RestorationWorker(blobs, bus, pipeline)
-    await bus.consume(
-        "inference",
-        CONSUMER_BINDINGS["inference"],
-        worker,
-        ProcessedEvents(database["processed_events"], "inference"),
-        settings.consumer_prefetch,
-        max_attempts=settings.max_attempts,
-        retry_base_seconds=settings.retry_base_seconds,
-        retry_max_seconds=settings.retry_max_seconds,
-        max_unfinished_deliveries=settings.max_unfinished_deliveries,
-        on_give_up=worker.give_up,
-    )
-    return Restoration(bus, database)
+    await announcer.start()
+    log.info("restoration_consuming", families=list(served), queues=[bus.queue_name(name) for name in consumers])
+    return Restoration(bus, database, announcer, redis)
 
 
 async def work(settings: Settings) -> None:

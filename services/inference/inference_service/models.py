@@ -1,8 +1,9 @@
-"""Which restorer and face analyser this worker runs, chosen from settings.
+"""Which restorers and face analyser this worker runs, chosen from settings, and what it
+offers in the model registry.
 
-`auto` takes the model backend when its files are present and the weight-free one when
-they are not, and says which and why; an explicit choice that cannot load is an error at
-start-up that names the missing file or package."""
+`auto` takes every model backend whose files are present plus the weight-free one, and says
+which and why; an explicit choice that cannot load is an error at start-up that names the
+missing file or package."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from pathlib import Path
 
 import torch
 
+from facerestore_common.model_registry import AUTO_ORDER, ModelOffer
 from inference_service.analysis.base import FaceAnalyzer
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
 from inference_service.analysis.insightface_analyzer import InsightFaceAnalyzer
+from inference_service.download_models import OFFICIAL
 from inference_service.restoration.base import Restorer
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.restoration.codeformer import CodeFormerRestorer
+from inference_service.restoration.face_network import FaceNetworkRestorer
 from inference_service.restoration.gfpgan import GfpganRestorer
 from inference_service.settings import Settings
+
+# The upstream release each official weights file belongs to, by its name in download_models.OFFICIAL.
+RELEASE_VERSIONS = {"GFPGANv1.4.pth": "1.4", "GFPGANv1.3.pth": "1.3", "codeformer.pth": "0.1.0"}
+UNOFFICIAL_VERSION = "unofficial"
+MAX_UPSCALE = 2
 
 
 @dataclass(frozen=True)
@@ -73,26 +82,67 @@ def codeformer_restorer(settings: Settings) -> CodeFormerRestorer:
     )
 
 
-def choose_restorer(settings: Settings) -> tuple[Restorer, Choice]:
+@dataclass(frozen=True)
+class ServedModel:
+    """A restorer family this worker serves, with the loaded restorer and why it serves it."""
+
+    family: str
+    restorer: Restorer
+    reason: str
+
+
+def choose_restorers(settings: Settings) -> dict[str, ServedModel]:
+    """Family -> the restorer serving it, loaded, in AUTO_ORDER (the worker's default family
+    first). A family named in RESTORERS whose weights are missing or wrong raises here."""
     require_device(settings)
-    if settings.restorer == "classical":
-        return ClassicalRestorer(), Choice("classical", "RESTORER=classical")
-    restorer: GfpganRestorer | CodeFormerRestorer
-    if settings.restorer == "gfpgan":
-        restorer, reason = gfpgan_restorer(settings), "RESTORER=gfpgan"
-    elif settings.restorer == "codeformer":
-        restorer, reason = codeformer_restorer(settings), "RESTORER=codeformer"
+    candidates: dict[str, tuple[Restorer, str]] = {}
+    named = settings.restorer_families
+    gfpgan, codeformer = gfpgan_restorer(settings), codeformer_restorer(settings)
+    if named is None:
+        for family, network in (("gfpgan", gfpgan), ("codeformer", codeformer)):
+            if network.model_path.exists():
+                candidates[family] = (network, f"auto: weights found at {network.model_path}")
+        candidates["classical"] = (ClassicalRestorer(), "auto: weight-free, runs everywhere")
     else:
-        gfpgan, codeformer = gfpgan_restorer(settings), codeformer_restorer(settings)
-        if gfpgan.model_path.exists():
-            restorer, reason = gfpgan, f"auto: GFPGAN weights found at {gfpgan.model_path}"
-        elif codeformer.model_path.exists():
-            restorer, reason = codeformer, f"auto: CodeFormer weights found at {codeformer.model_path}"
-        else:
-            reason = f"auto: no GFPGAN weights at {gfpgan.model_path} nor CodeFormer weights at {codeformer.model_path}"
-            return ClassicalRestorer(), Choice("classical", reason)
-    restorer.load()  # an explicit choice without its weights stops the service here
-    return restorer, Choice(restorer.name, reason)
+        networks: dict[str, Restorer] = {"gfpgan": gfpgan, "codeformer": codeformer, "classical": ClassicalRestorer()}
+        for family in named:
+            candidates[family] = (networks[family], f"RESTORERS names {family}")
+    served: dict[str, ServedModel] = {}
+    for family in AUTO_ORDER:
+        if family in candidates:
+            restorer, reason = candidates[family]
+            if isinstance(restorer, FaceNetworkRestorer):
+                restorer.load()  # missing or wrong weights stop the service here, naming the file
+            served[family] = ServedModel(family, restorer, reason)
+    return served
+
+
+def release_version(sha256: str | None) -> str:
+    for item in OFFICIAL:
+        if sha256 and item.sha256 == sha256 and item.name in RELEASE_VERSIONS:
+            return RELEASE_VERSIONS[item.name]
+    return UNOFFICIAL_VERSION
+
+
+def offer_of(served: ServedModel) -> ModelOffer:
+    """What the model registry says about a served family: the exact weights and the options it takes."""
+    restorer = served.restorer
+    if isinstance(restorer, CodeFormerRestorer):
+        return ModelOffer(
+            served.family,
+            restorer.model_id,
+            release_version(restorer.sha256),
+            restorer.sha256 or "",
+            True,
+            restorer.default_fidelity,
+            MAX_UPSCALE,
+        )
+    if isinstance(restorer, FaceNetworkRestorer):
+        sha256 = restorer.sha256 or ""
+        return ModelOffer(served.family, restorer.model_id, release_version(sha256), sha256, False, None, MAX_UPSCALE)
+    if isinstance(restorer, ClassicalRestorer):
+        return ModelOffer(served.family, restorer.model_id, restorer.version, "", False, None, MAX_UPSCALE)
+    raise TypeError(f"no offer for a {type(restorer).__name__}")
 
 
 def choose_analyzer(settings: Settings) -> tuple[FaceAnalyzer, Choice]:

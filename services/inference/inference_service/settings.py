@@ -4,12 +4,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from facerestore_common.settings import BrokerSettings, MongoSettings, ServiceSettings, StorageSettings
+from facerestore_common.settings import BrokerSettings, MongoSettings, RedisSettings, ServiceSettings, StorageSettings
+from facerestore_common.topology import RESTORER_FAMILIES
 
 ROLES = ("restore", "embed")
 
 
-class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
+class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings, RedisSettings):
     service_name: str = "inference"
     # Only the record of handled event ids lives here.
     mongo_database: str = "facerestore_inference"
@@ -19,12 +20,25 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     # the restorer, so a small CPU pod keeps search working while GPU workers scale to zero.
     inference_roles: str = "restore,embed"
 
-    # `auto` picks gfpgan when its weights file is present, else codeformer when its weights
-    # are, else classical; and insightface when the buffalo_l pack is present, else dlib. An
-    # explicit choice that cannot load stops the service at start-up with a message naming
-    # the missing file or package.
-    restorer: Literal["auto", "gfpgan", "codeformer", "classical"] = "auto"
+    # The restorer families this worker serves, comma separated (gfpgan, codeformer, classical):
+    # it consumes each one's queue and announces each one in the model registry. `auto` serves
+    # every family that can run here: gfpgan and codeformer where their weights files are
+    # present, and classical always. A family named here whose weights are missing stops the
+    # service at start-up with a message naming the file: never a silent substitute.
+    restorers: str = "auto"
+    # `auto`: insightface when the buffalo_l pack is present, else dlib. An explicit choice
+    # that cannot load stops the service at start-up with a message naming what is missing.
     face_analyzer: Literal["auto", "insightface", "dlib"] = "auto"
+    # The model registry in Redis (REDIS_URL, REDIS_KEY_PREFIX): what this worker serves is
+    # announced every ttl/3 seconds and expires ttl seconds after the last announcement.
+    model_announce_ttl_seconds: float = Field(default=30.0, gt=0)
+    # Names this worker in the registry; empty: "<host name>-<process id>" (the pod's name on Kubernetes).
+    worker_id: str = ""
+    # The worker group (Helm: inference.workerGroups[].name). With STANDBY_OFFER_SECONDS > 0 the
+    # group's models stay offered for that long after its last worker stopped: for a group that
+    # KEDA scales to zero and starts again when a message waits in its queues.
+    worker_group: str = ""
+    standby_offer_seconds: float = Field(default=0.0, ge=0)
     # Weights are put here by the deployment (a volume or a verifying init step); nothing
     # is ever downloaded at run time.
     model_dir: str = "var/models"
@@ -75,3 +89,21 @@ class Settings(ServiceSettings, BrokerSettings, StorageSettings, MongoSettings):
     @property
     def roles(self) -> frozenset[str]:
         return frozenset(self.inference_roles.split(","))
+
+    @field_validator("restorers")
+    @classmethod
+    def _known_restorers(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if names == ["auto"]:
+            return "auto"
+        unknown = [name for name in names if name not in RESTORER_FAMILIES]
+        if unknown or not names:
+            raise ValueError(
+                f"RESTORERS must be auto or name one or more of {', '.join(RESTORER_FAMILIES)}, got {value!r}"
+            )
+        return ",".join(family for family in RESTORER_FAMILIES if family in names)
+
+    @property
+    def restorer_families(self) -> tuple[str, ...] | None:
+        """The families named in RESTORERS, or None for auto."""
+        return None if self.restorers == "auto" else tuple(self.restorers.split(","))

@@ -230,13 +230,13 @@ async def test_an_embed_only_worker_answers_without_loading_a_restorer_or_taking
     tmp_path: Path,
     load_photo: PhotoLoader,
 ) -> None:
-    """RESTORER=gfpgan with no weights file stops a worker that loads the restorer, and the S3
+    """RESTORERS=gfpgan with no weights file stops a worker that loads the restorer, and the S3
     and MongoDB addresses lead nowhere: this worker runs only because it never touches them."""
     log = tmp_path / "embedder.log"
     env = {
         **os.environ,
         "INFERENCE_ROLES": "embed",
-        "RESTORER": "gfpgan",
+        "RESTORERS": "gfpgan",
         "FACE_ANALYZER": "dlib",
         "MODEL_DIR": str(tmp_path / "no-models-here"),
         "AMQP_URL": amqp_url,
@@ -272,7 +272,7 @@ async def test_an_embed_only_worker_answers_without_loading_a_restorer_or_taking
         # Its restoration queue was never even declared, let alone consumed.
         with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
             probe = await broker.channel()
-            await probe.declare_queue(f"{unique_name}.inference", passive=True)
+            await probe.declare_queue(f"{unique_name}.inference.gfpgan", passive=True)
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text()[-3000:]

@@ -2,7 +2,9 @@
 the MongoDB and S3 stand-ins: a worker killed before its ack leaves exactly one stored
 result, a message that always fails ends in the dead-letter queue with image.failed saying
 why, an image that kills every worker that takes it ends the same way after a few deaths,
-and SIGTERM in the middle of a batch loses nothing.
+and SIGTERM in the middle of a batch loses nothing. And what the options of an event make it
+do: versions under keys of their own, refusals, and routing by model (a worker never takes
+work for a model it does not serve).
 
 Every test gets its own exchange, queues, database and bucket (named from `unique_name`)
 and removes them at the end. The photos come from the insightface wheel (test data only).
@@ -33,21 +35,27 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from redis.asyncio import Redis
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
 from facerestore_common.events import EventBus, ProcessedEvents, new_envelope
+from facerestore_common.model_registry import ModelRegistry
 from facerestore_common.settings import BrokerSettings, MongoSettings, StorageSettings
 from facerestore_common.storage import BlobStore
-from facerestore_common.topology import CONSUMER_BINDINGS
+from facerestore_common.topology import CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, inference_consumer
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
-from inference_service.pipeline import RestorationPipeline, RestorationResult
+from inference_service.models import ServedModel, offer_of
+from inference_service.pipeline import RestorationPipeline, RestorationResult, RestoreOptions
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.worker import RestorationWorker, result_keys
 
 USER_ID = "user-1"
 WAIT_SECONDS = 30.0
 PROBED_EVENTS = ("image.processing", "image.restored", "image.failed")
+# The worker under test serves classical: its queue, and the bindings the platform gives it.
+CONSUMER = inference_consumer("classical")
+BINDINGS = list(CONSUMER_BINDINGS[CONSUMER])
 
 
 def make_worker(
@@ -55,7 +63,8 @@ def make_worker(
 ) -> RestorationWorker:
     """The real worker (classical restorer, dlib analyser): the one place that knows how it is built."""
     pipeline = pipeline_class(ClassicalRestorer(), DlibFaceAnalyzer(), ClassicalRestorer(), 256, 92)
-    return RestorationWorker(blobs, bus, pipeline)
+    offer = offer_of(ServedModel("classical", pipeline.restorer, "test"))
+    return RestorationWorker(blobs, bus, {"classical": pipeline}, {"classical": offer}, "classical")
 
 
 def face_photo() -> bytes:
@@ -140,7 +149,7 @@ class Stack:
 
     @property
     def queue(self) -> str:
-        return self.bus.queue_name("inference")
+        return self.bus.queue_name(CONSUMER)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Settings for a worker process, by the service's own variable names."""
@@ -154,6 +163,7 @@ class Stack:
             "S3_ENDPOINT": self.s3_endpoint,
             "S3_BUCKET": self.bucket,
             "METRICS_PORT": "0",
+            "REDIS_KEY_PREFIX": self.name,
             **extra,
         }
 
@@ -163,13 +173,36 @@ class Stack:
     def processed(self) -> ProcessedEvents:
         return ProcessedEvents(self.database["processed_events"], "inference")
 
-    async def upload(self, image_id: str, content: bytes) -> events_pb2.Envelope:
+    async def upload(
+        self, image_id: str, content: bytes, options: events_pb2.RestorationOptions | None = None
+    ) -> events_pb2.Envelope:
         """Store an original and publish its image.uploaded, as the upload service does."""
         await self.blobs.put(original_key(image_id), content, "image/jpeg")
         envelope = new_envelope(
             "upload",
             image_uploaded=events_pb2.ImageUploaded(
-                image_id=image_id, user_id=USER_ID, original_key=original_key(image_id)
+                image_id=image_id,
+                user_id=USER_ID,
+                original_key=original_key(image_id),
+                restoration_id="r1",
+                options=options or events_pb2.RestorationOptions(model="classical"),
+            ),
+        )
+        await self.bus.publish(envelope)
+        return envelope
+
+    async def reprocess(
+        self, image_id: str, restoration_id: str, options: events_pb2.RestorationOptions
+    ) -> events_pb2.Envelope:
+        """Publish a restoration.requested for a stored original, as a reprocess does."""
+        envelope = new_envelope(
+            "upload",
+            restoration_requested=events_pb2.RestorationRequested(
+                image_id=image_id,
+                user_id=USER_ID,
+                restoration_id=restoration_id,
+                original_key=original_key(image_id),
+                options=options,
             ),
         )
         await self.bus.publish(envelope)
@@ -328,7 +361,7 @@ async def test_worker_killed_before_its_ack_leaves_exactly_one_stored_result_aft
         await worker(got)
 
     # Prefetch 1: the sentinel is delivered only once the redelivered message was settled.
-    await bus.consume("inference", ["image.uploaded"], recording, stack.processed(), 1, on_give_up=worker.give_up)
+    await bus.consume(CONSUMER, BINDINGS, recording, stack.processed(), 1, on_give_up=worker.give_up)
     sentinel = await stack.upload("img-sentinel", photo)
     await stack.probe.wait_for(lambda probe: bool(probe.of("image.restored", "img-sentinel")), "sentinel restored")
     await bus.close()
@@ -359,7 +392,7 @@ async def test_worker_killed_before_its_ack_leaves_exactly_one_stored_result_aft
     assert original is not None
     assert restored_image.shape == original.shape  # a whole restored photo, not a stub
     assert await stack.processed_ids() == {f"inference:{envelope.event_id}", f"inference:{sentinel.event_id}"}
-    for queue in bus.consumer_queues("inference"):
+    for queue in bus.consumer_queues(CONSUMER):
         assert await stack.ready_count(queue) == 0, queue
 
 
@@ -372,8 +405,8 @@ async def test_message_that_always_fails_is_dead_lettered_after_max_attempts_and
     await bus.connect()
     worker = make_worker(unreachable, bus)
     await bus.consume(
-        "inference",
-        ["image.uploaded"],
+        CONSUMER,
+        BINDINGS,
         worker,
         stack.processed(),
         1,
@@ -420,8 +453,8 @@ async def test_image_that_kills_every_worker_fails_after_the_limit_and_the_queue
     await bus.connect()
     worker = make_worker(stack.blobs, bus)
     await bus.consume(
-        "inference",
-        ["image.uploaded"],
+        CONSUMER,
+        BINDINGS,
         worker,
         stack.processed(),
         1,
@@ -455,7 +488,7 @@ async def test_sigterm_in_the_middle_of_a_batch_loses_nothing_and_does_nothing_t
     image_ids = [f"img-{index}" for index in range(8)]
     for image_id in image_ids:
         await stack.upload(image_id, photo)
-    env = stack.env(CONSUMER_PREFETCH="4", RESTORER="classical", LOG_LEVEL="INFO")
+    env = stack.env(CONSUMER_PREFETCH="4", RESTORERS="classical", LOG_LEVEL="INFO")
     argv = [sys.executable, "-m", "inference_service.main"]
 
     first_log = tmp_path / "first.log"
@@ -500,8 +533,134 @@ async def test_sigterm_in_the_middle_of_a_batch_loses_nothing_and_does_nothing_t
         assert await stack.keys_of(image_id) == {original_key(image_id), *result_keys(image_id)}, image_id
     assert stack.probe.of("image.failed") == []
     assert len(await stack.processed_ids()) == len(image_ids)
-    for queue in stack.bus.consumer_queues("inference"):
+    for queue in stack.bus.consumer_queues(CONSUMER):
         assert await stack.ready_count(queue) == 0, queue
+
+
+async def test_a_reprocess_restores_the_chosen_face_into_a_version_of_its_own_with_its_options(
+    stack: Stack,
+) -> None:
+    photo = face_photo()
+    bus = stack.worker_bus()
+    await bus.connect()
+    worker = make_worker(stack.blobs, bus)
+    await bus.consume(CONSUMER, BINDINGS, worker, stack.processed(), 1, on_give_up=worker.give_up)
+    await stack.upload("img-versions", photo)
+    await stack.probe.wait_for(lambda probe: bool(probe.of("image.restored", "img-versions")), "first version")
+    first_version = await stack.blobs.get(result_keys("img-versions")[0])
+
+    asked = events_pb2.RestorationOptions(model="classical", faces=[1, 9], upscale=2)
+    await stack.reprocess("img-versions", "r2", asked)
+    await stack.probe.wait_for(lambda probe: len(probe.of("image.restored", "img-versions")) == 2, "second version")
+    await bus.close()
+    await stack.probe.quiet()
+
+    first, second = (envelope.image_restored for envelope in stack.probe.of("image.restored", "img-versions"))
+    assert (first.restoration_id, second.restoration_id) == ("r1", "r2")
+    assert [envelope.image_processing.restoration_id for envelope in stack.probe.of("image.processing")] == [
+        "r1",
+        "r2",
+    ]
+    keys = result_keys("img-versions", "r2")
+    assert keys == (
+        "restored/img-versions/r2.jpg",
+        "thumbnails/img-versions-original.jpg",
+        "thumbnails/img-versions/r2-restored.jpg",
+    )
+    assert (second.restored_key, second.original_thumbnail_key, second.restored_thumbnail_key) == keys
+    # The options as applied: classical has no fidelity dial, so none is reported.
+    assert second.options == asked and not second.options.HasField("fidelity")
+    assert first.options == events_pb2.RestorationOptions(model="classical", upscale=1)
+    assert list(second.warnings) == ["face-index-out-of-range:9"]
+    assert len(second.face_details) == 6  # every face is listed, restored or not
+    assert await stack.keys_of("img-versions") == {original_key("img-versions"), *result_keys("img-versions"), *keys}
+    # The first version is left as it was; the second is twice the original's size.
+    assert await stack.blobs.get(result_keys("img-versions")[0]) == first_version
+    original = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    restored = cv2.imdecode(np.frombuffer(await stack.blobs.get(keys[0]), np.uint8), cv2.IMREAD_COLOR)
+    assert original is not None and restored is not None
+    assert restored.shape == (2 * original.shape[0], 2 * original.shape[1], 3)
+    assert stack.probe.of("image.failed") == []
+
+
+async def test_a_fidelity_for_a_model_without_that_dial_fails_the_version_at_once_saying_so(stack: Stack) -> None:
+    bus = stack.worker_bus()
+    await bus.connect()
+    worker = make_worker(stack.blobs, bus)
+    await bus.consume(CONSUMER, BINDINGS, worker, stack.processed(), 1, max_attempts=3, on_give_up=worker.give_up)
+    asked = events_pb2.RestorationOptions(model="classical", fidelity=0.3)
+    await stack.upload("img-fidelity", face_photo(), asked)
+    await stack.probe.wait_for(lambda probe: bool(probe.of("image.failed", "img-fidelity")), "image.failed")
+    await bus.close()
+    await stack.probe.quiet()
+
+    (failed,) = stack.probe.of("image.failed", "img-fidelity")
+    assert failed.image_failed.reason == "option_unsupported"
+    assert failed.image_failed.detail == "classical has no fidelity setting"
+    assert (failed.image_failed.restoration_id, failed.image_failed.options) == ("r1", asked)
+    # Refused at once: one attempt, no result, nothing parked or dead-lettered.
+    assert len(stack.probe.of("image.processing", "img-fidelity")) == 1
+    assert await stack.keys_of("img-fidelity") == {original_key("img-fidelity")}
+    for queue in bus.consumer_queues(CONSUMER):
+        assert await stack.ready_count(queue) == 0, queue
+
+
+async def test_a_classical_only_worker_never_takes_codeformer_work_drains_the_old_queue_and_offers_only_classical(
+    stack: Stack, tmp_path: Path, redis_url: str
+) -> None:
+    """The real worker process with RESTORERS=classical. A codeformer upload waits in its own
+    durable queue for a worker that has the model; the classical one is restored; an event from
+    before options existed, left in the old single inference queue, is restored too."""
+    photo = face_photo()
+    legacy_queue = stack.bus.queue_name(LEGACY_INFERENCE_CONSUMER)
+    await stack.bus.declare_queue(LEGACY_INFERENCE_CONSUMER, ["image.uploaded"])  # as the old release left it
+    await stack.upload("img-codeformer", photo, events_pb2.RestorationOptions(model="codeformer", fidelity=0.7))
+    await stack.upload("img-classical", photo)
+    await stack.blobs.put(original_key("img-old"), photo, "image/jpeg")
+    old = events_pb2.ImageUploaded(image_id="img-old", user_id=USER_ID, original_key=original_key("img-old"))
+    await stack.bus.publish(new_envelope("upload", image_uploaded=old))
+    redis = Redis.from_url(redis_url)
+    registry = ModelRegistry(redis, stack.name)
+    log = tmp_path / "classical-worker.log"
+    process = await start(
+        [sys.executable, "-m", "inference_service.main"],
+        stack.env(RESTORERS="classical", INFERENCE_ROLES="restore", FACE_ANALYZER="dlib", WORKER_ID="cpu-1"),
+        log,
+    )
+    try:
+        try:
+            await stack.probe.wait_for(
+                lambda probe: bool(
+                    probe.of("image.restored", "img-classical") and probe.of("image.restored", "img-old")
+                ),
+                "the classical and the old upload restored",
+                within=120.0,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{output_of(log)}") from None
+        offered = await registry.available()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await wait_for_exit(process)
+    assert code == 0, output_of(log)
+    await stack.probe.quiet()
+
+    assert set(offered) == {"classical"} and offered["classical"].model_id == "classical-opencv-v2"
+    assert await registry.available() == {}  # withdrawn when it stopped
+    (legacy,) = stack.probe.of("image.restored", "img-old")
+    assert legacy.image_restored.options.model == "classical" and legacy.image_restored.restoration_id == "r1"
+    # The codeformer upload was never touched: still waiting in its own queue, for its model.
+    assert stack.probe.of("image.processing", "img-codeformer") == []
+    assert stack.probe.of("image.failed") == []
+    waiting = await stack.take(stack.bus.queue_name(inference_consumer("codeformer")))
+    assert events_pb2.Envelope.FromString(waiting.body).image_uploaded.image_id == "img-codeformer"
+    for queue in (stack.queue, legacy_queue):
+        assert await stack.ready_count(queue) == 0, queue
+    channel = await stack.inspector.channel()
+    for queue in stack.bus.consumer_queues(LEGACY_INFERENCE_CONSUMER):
+        await channel.queue_delete(queue)
+    await channel.close()
+    await redis.aclose()
 
 
 def _serve_one_message_then_die(kill_point: str) -> None:
@@ -511,7 +670,7 @@ def _serve_one_message_then_die(kill_point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     class DyingPipeline(RestorationPipeline):
-        def run(self, content: bytes) -> RestorationResult:
+        def run(self, content: bytes, options: RestoreOptions | None = None) -> RestorationResult:
             die()
             raise AssertionError("unreachable")
 
@@ -536,7 +695,7 @@ def _serve_one_message_then_die(kill_point: str) -> None:
                 die()
 
         processed = RecordThenDie(database["processed_events"], "inference")
-        await bus.consume("inference", ["image.uploaded"], handler, processed, 1, on_give_up=worker.give_up)
+        await bus.consume(CONSUMER, BINDINGS, handler, processed, 1, on_give_up=worker.give_up)
         await asyncio.sleep(WAIT_SECONDS)
         raise SystemExit(f"no message reached {kill_point}")
 

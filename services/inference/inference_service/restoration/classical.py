@@ -30,7 +30,8 @@ def estimate_noise(image_bgr: np.ndarray, block: int = 8, percentile: float = 25
 
 class ClassicalRestorer:
     name = "classical"
-    model_id = "classical-opencv-v2"
+    version = "2"
+    model_id = f"classical-opencv-v{version}"
 
     def __init__(
         self,
