@@ -80,6 +80,13 @@ def listed(http: httpx.Client, tokens: dict[str, str], **params: Any) -> list[st
     return [item["id"] for item in response.json()["items"]]
 
 
+def wait_until_listed(http: httpx.Client, tokens: dict[str, str], image_ids: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not set(image_ids) <= set(listed(http, tokens)):
+        assert time.monotonic() < deadline, f"not all of {image_ids} were listed within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
 def problem_type(response: httpx.Response) -> str:
     assert response.headers["content-type"].startswith("application/problem+json"), response.text
     kind: str = response.json()["type"]
@@ -194,10 +201,13 @@ def test_pages_follow_each_other_exactly_while_images_are_added_and_deleted(
 ) -> None:
     tokens = stack.sign_in(http, random_mobile())
     ids = [upload(http, tokens, index)["id"] for index in range(6)]
+    # The history records an upload when its event arrives, moments after the 202.
+    wait_until_listed(http, tokens, ids)
     first = http.get("/v1/images", headers=bearer(tokens), params={"limit": 2}).json()
     assert [item["id"] for item in first["items"]] == [ids[5], ids[4]]
 
     newer = upload(http, tokens, 6)["id"]
+    wait_until_listed(http, tokens, [newer])
     for gone in (ids[4], ids[3]):
         assert http.delete(f"/v1/images/{gone}", headers=bearer(tokens)).status_code == 204
 

@@ -9,12 +9,14 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from facerestore_common.grpc_client import remote_jwks_fetcher
+from facerestore_common.model_registry import ModelRegistry
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import docs, openapi_document, problems, webapp
 from gateway_service.body_limit import BodyLimit
 from gateway_service.client_ip import parse_networks
 from gateway_service.clients import ServiceClients
 from gateway_service.http_metrics import HttpMetrics, RouteTemplates
+from gateway_service.model_catalog import ModelCatalog
 from gateway_service.rate_limits import Limit, RateLimiter
 from gateway_service.refusals import RefusalReporter
 from gateway_service.request_context import RequestContext
@@ -28,6 +30,7 @@ from gateway_service.routes import (
     insights,
     library,
     moderation,
+    restorations,
     search,
 )
 from gateway_service.sessions import PrefetchedRevocations
@@ -77,6 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.export_limit = Limit.of("exports-per-user", settings.rate_limit_exports_per_user, fail_open=False)
     # A Redis that hangs must not hold requests: every call has a deadline.
     redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    # The restorer models that live workers announce (the same prefix as the workers').
+    app.state.models = ModelRegistry(redis, settings.redis_key_prefix)
+    app.state.model_catalog = ModelCatalog(
+        app.state.models, settings.models_refresh_seconds, settings.models_grace_seconds
+    )
     sessions = PrefetchedRevocations(redis, settings.redis_key_prefix)
     # Added first, so it runs inside the request context (request id, client IP) added next.
     app.add_middleware(
@@ -97,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so it is outermost: it sees every response, those refused above included.
     app.add_middleware(HttpMetrics, templates=RouteTemplates(app))
 
-    routers = (health, auth, account, library, images, exports, search, admin, insights, moderation)
+    routers = (health, auth, account, library, images, restorations, exports, search, admin, insights, moderation)
     for router in (module.router for module in routers):
         app.include_router(router)
     search.document_request_bodies(app)

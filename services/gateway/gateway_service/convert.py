@@ -8,6 +8,7 @@ from fastapi import Request
 from google.protobuf import timestamp_pb2
 
 from facerestore.auth.v1 import auth_pb2
+from facerestore.events.v1 import events_pb2
 from facerestore.history.v1 import history_pb2
 from gateway_service.schemas import (
     AdminImageOut,
@@ -95,6 +96,45 @@ def image_fields(image: history_pb2.Image, request: Request) -> dict[str, object
         "error": image.error or None,
         "under_review": image.under_review,
         "feedback": feedback_fields(image.feedback) if image.HasField("feedback") else None,
+        "detected_faces": [
+            {
+                "index": face.index,
+                "box": list(face.box),
+                "detection_score": face.detection_score,
+                "identity_similarity": face.identity_similarity,
+            }
+            for face in image.detected_faces
+        ],
+        "restorations": [restoration_fields(restoration, base) for restoration in image.restorations],
+        "preferred_restoration": image.preferred_restoration or None,
+    }
+
+
+def options_fields(options: events_pb2.RestorationOptions) -> dict[str, object]:
+    return {
+        "model": options.model,
+        "fidelity": options.fidelity if options.HasField("fidelity") else None,
+        "faces": list(options.faces),
+        "upscale": options.upscale or 1,
+    }
+
+
+def restoration_fields(restoration: history_pb2.Restoration, base: str) -> dict[str, object]:
+    """A version's public fields; links from the configured public address."""
+    quality = restoration.quality if restoration.HasField("quality") else None
+    thumbnail, restored = restoration.thumbnail_token, restoration.restored_token
+    return {
+        "id": restoration.id,
+        "options": options_fields(restoration.options),
+        "status": restoration.status,
+        "created_at": _datetime(restoration.created_at),
+        "updated_at": _datetime(restoration.updated_at) if restoration.HasField("updated_at") else None,
+        "restorer_model": quality.restorer_model or None if quality is not None else None,
+        "quality": _quality(quality) if quality is not None else None,
+        "restored_url": f"{base}/v1/files/{restored}" if restored else None,
+        "thumbnail_url": f"{base}/v1/files/{thumbnail}" if thumbnail else None,
+        "error": restoration.error or None,
+        "warnings": list(quality.warnings) if quality is not None else [],
     }
 
 

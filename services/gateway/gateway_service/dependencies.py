@@ -3,14 +3,17 @@ Token and role checks live here and nowhere else in the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import grpc
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facerestore_common.tokens import Principal, TokenVerifier
 from gateway_service.clients import ServiceClients
+from gateway_service.model_catalog import ModelCatalog
 from gateway_service.problems import Problem
 from gateway_service.rate_limits import RateLimiter, Verdict
 from gateway_service.settings import Settings
@@ -43,15 +46,23 @@ async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> 
     return principal
 
 
+async def get_models(request: Request) -> ModelCatalog:
+    models: ModelCatalog = request.app.state.model_catalog
+    return models
+
+
 CurrentUser = Annotated[Principal, Depends(get_principal)]
 AdminUser = Annotated[Principal, Depends(get_admin)]
 Clients = Annotated[ServiceClients, Depends(get_clients)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+# Which restorer models live workers offer (the registry in Redis, read through a short cache).
+Models = Annotated[ModelCatalog, Depends(get_models)]
 
 
 class UploadSpend:
     """An upload counted against the caller's quota, taken back unless it turns out to be a
-    newly accepted upload: a refused one (any error) or an Idempotency-Key replay spends nothing."""
+    newly accepted upload: a refused one (any error but a passed deadline) or an Idempotency-Key
+    replay spends nothing."""
 
     def __init__(self, limiter: RateLimiter, verdict: Verdict | None, request: Request) -> None:
         self._limiter = limiter
@@ -76,9 +87,21 @@ async def upload_quota(
     spend = UploadSpend(limiter, verdict, request)
     try:
         yield spend
-    except BaseException:
-        await spend.take_back()
+    except BaseException as error:
+        if not _may_still_be_accepted(error):
+            await spend.take_back()
         raise
+
+
+def _may_still_be_accepted(error: BaseException) -> bool:
+    """A deadline that passed or a client that hung up: the upload service finishes such an
+    upload all the same (it never stops one for its caller), so it stays counted."""
+    if isinstance(error, asyncio.CancelledError):
+        return True
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    )
 
 
 # Function scope: the route's outcome (an exception included) reaches it before the answer is sent.

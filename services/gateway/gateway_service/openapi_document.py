@@ -57,6 +57,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/exports"): "listExports",
     ("GET", "/v1/exports/{export_id}"): "getExport",
     ("GET", "/v1/exports/download/{token}"): "downloadExport",
+    ("GET", "/v1/models"): "listModels",
+    ("POST", "/v1/images/{image_id}/restorations"): "createRestoration",
 }
 # FastAPI names a multipart body after its operation; generators turn that into a class name.
 FORM_SCHEMA_NAMES = {"Body_uploadImage": "UploadImageForm"}
@@ -113,6 +115,8 @@ _USER = {
     "email": "anna@example.org",
     "banned": False,
 }
+_OPTIONS: dict[str, Any] = {"model": "gfpgan", "fidelity": None, "faces": [], "upscale": 1}
+_QUEUED_VERSION = {"id": "r1", "options": _OPTIONS, "status": "queued", "created_at": "2025-06-04T18:05:00Z"}
 _QUEUED = {
     "id": _IMAGE_ID,
     "status": "queued",
@@ -122,7 +126,54 @@ _QUEUED = {
     "location": "Lake Constance",
     "width": 640,
     "height": 480,
+    "restorations": [_QUEUED_VERSION],
+    "preferred_restoration": "r1",
 }
+_QUALITY = {
+    "backend": "gfpgan",
+    "restorer_model": "GFPGANv1.4",
+    "analyzer_model": "buffalo_l",
+    "sharpness_before": 41.5,
+    "sharpness_after": 162.3,
+    "sharpness_gain": 3.91,
+    "identity_min": 0.87,
+    "identity_mean": 0.87,
+    "face_detection_scores": [0.93],
+    "stage_ms": {"detect": 48.0, "restore": 1710.2, "embed": 35.1},
+    "warnings": [],
+    "duration_ms": 1802.4,
+}
+_CODEFORMER_OPTIONS = {"model": "codeformer", "fidelity": 0.7, "faces": [0], "upscale": 1}
+_DONE_VERSIONS = [
+    {
+        **_QUEUED_VERSION,
+        "status": "done",
+        "updated_at": "2025-06-04T18:05:03Z",
+        "restorer_model": "GFPGANv1.4",
+        "quality": _QUALITY,
+        "restored_url": _FILE_URL,
+        "thumbnail_url": _FILE_URL,
+        "warnings": [],
+    },
+    {
+        "id": "r2",
+        "options": _CODEFORMER_OPTIONS,
+        "status": "done",
+        "created_at": "2025-06-04T18:06:10Z",
+        "updated_at": "2025-06-04T18:06:12Z",
+        "restorer_model": "codeformer-v0.1.0",
+        "quality": {
+            **_QUALITY,
+            "backend": "codeformer",
+            "restorer_model": "codeformer-v0.1.0",
+            "identity_min": 0.93,
+            "identity_mean": 0.93,
+        },
+        "restored_url": _FILE_URL,
+        "thumbnail_url": _FILE_URL,
+        "warnings": [],
+    },
+]
 _DONE = {
     **_QUEUED,
     "status": "done",
@@ -131,20 +182,10 @@ _DONE = {
     "thumbnail_url": _FILE_URL,
     "restored_url": _FILE_URL,
     "faces": 1,
-    "quality": {
-        "backend": "gfpgan",
-        "restorer_model": "GFPGANv1.4",
-        "analyzer_model": "buffalo_l",
-        "sharpness_before": 41.5,
-        "sharpness_after": 162.3,
-        "sharpness_gain": 3.91,
-        "identity_min": 0.87,
-        "identity_mean": 0.87,
-        "face_detection_scores": [0.93],
-        "stage_ms": {"detect": 48.0, "restore": 1710.2, "embed": 35.1},
-        "warnings": [],
-        "duration_ms": 1802.4,
-    },
+    "quality": _QUALITY,
+    "detected_faces": [{"index": 0, "box": [212, 96, 401, 330], "detection_score": 0.93, "identity_similarity": 0.87}],
+    "restorations": _DONE_VERSIONS,
+    "preferred_restoration": "r1",
 }
 _USAGE = {
     "sign_ups": 12,
@@ -154,6 +195,7 @@ _USAGE = {
     "codes_failed": 9,
     "code_send_failures": 0,
     "uploads": 310,
+    "restorations_requested": 24,
     "done": 305,
     "failed": 4,
     "rate_limited": 6,
@@ -201,6 +243,7 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
     "reportImage": {"reason": "wrong-person", "note": "this is not my grandmother"},
     "updateImage": {"tags": ["family", "lake"], "note": "Grandma and me 🧑\u200d🚀", "location": None},
     "rateImage": {"rating": 5, "comment": "She looks like herself again"},
+    "createRestoration": {"model": "codeformer", "fidelity": 0.7, "faces": [0], "upscale": 1},
 }
 RESPONSE_EXAMPLES: dict[str, Any] = {
     "requestCode": {"phone": "+14155550123", "expires_in": 300},
@@ -215,6 +258,38 @@ RESPONSE_EXAMPLES: dict[str, Any] = {
     "listImages": {"items": [_DONE], "next_cursor": "MjAyNS0wNi0wNFQxODowNTowMFo"},
     "getImage": _DONE,
     "updateImage": {**_DONE, "tags": ["family", "lake"], "note": "Grandma and me 🧑\u200d🚀", "location": ""},
+    "createRestoration": {
+        "id": "r2",
+        "options": _CODEFORMER_OPTIONS,
+        "status": "queued",
+        "created_at": "2025-06-04T18:06:10Z",
+    },
+    "listModels": {
+        "models": [
+            {
+                "name": "gfpgan",
+                "available": True,
+                "model_id": "gfpgan-v1.4",
+                "version": "1.4",
+                "sha256": "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+                "supports_fidelity": False,
+                "default_fidelity": None,
+                "max_upscale": 2,
+            },
+            {
+                "name": "codeformer",
+                "available": True,
+                "model_id": "codeformer-v0.1.0",
+                "version": "0.1.0",
+                "sha256": "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+                "supports_fidelity": True,
+                "default_fidelity": 0.5,
+                "max_upscale": 2,
+            },
+            {"name": "classical", "available": False},
+        ],
+        "auto": "gfpgan",
+    },
     "rateImage": {"rating": 5, "comment": "She looks like herself again", "given_at": "2025-06-04T18:07:12Z"},
     "deleteAllImages": {"deleted": 42},
     "deleteAccount": {"erasure_id": "9b1f0c4e2d8a4f6b8c7d6e5f4a3b2c1d", "status": "erasing"},
@@ -274,8 +349,8 @@ RESPONSE_EXAMPLES: dict[str, Any] = {
         "models": {"restorers": [_MODEL_STATS], "analyzers": [{**_MODEL_STATS, "model": "buffalo_l"}]},
         "queues": [
             {
-                "consumer": "inference",
-                "queue": "facerestore.inference",
+                "consumer": "inference.gfpgan",
+                "queue": "facerestore.inference.gfpgan",
                 "messages": 3,
                 "consumers": 2,
                 "retry_messages": 0,

@@ -23,6 +23,7 @@ class ProblemDetails(BaseModel):
     limit: str | None = Field(default=None, description="For 429: the limit that was reached")
     retry_after: int | None = Field(default=None, description="For 429: seconds until a retry can succeed")
     errors: list[FieldError] | None = Field(default=None, description="For validation-error: what is wrong, where")
+    model: str | None = Field(default=None, description="For model-unavailable: the model no worker can run now")
 
 
 class OtpRequest(BaseModel):
@@ -92,6 +93,82 @@ class QualityOut(BaseModel):
     duration_ms: float
 
 
+RestorerName = Literal["gfpgan", "codeformer", "classical"]
+ModelChoice = Literal["auto", "gfpgan", "codeformer", "classical"]
+FaceIndex = Annotated[int, Field(ge=0, le=999)]
+
+
+class RestorationOptionsOut(BaseModel):
+    model: str = Field(
+        description='The restorer family that made (or makes) it: "gfpgan", "codeformer" or '
+        '"classical" ("auto" is resolved when it is asked for; "" on images from before options)'
+    )
+    fidelity: float | None = Field(
+        default=None, description="0 (strongest restoration) to 1 (closest to the input); null: the model's default"
+    )
+    faces: list[int] = Field(
+        default=[], description="Indexes of the faces restored (detected_faces); empty: every face"
+    )
+    upscale: int = Field(default=1, description="The result is this many times the original's size (1 or 2)")
+
+
+class DetectedFaceOut(BaseModel):
+    index: int = Field(description="What `faces` in restoration options refers to")
+    box: list[int] = Field(description="x0, y0, x1, y1 in the original's pixels")
+    detection_score: float
+    identity_similarity: float = Field(
+        description="Cosine similarity of the face before and after the preferred restoration (0: not measured)"
+    )
+
+
+class RestorationOut(BaseModel):
+    id: str = Field(description='"r1" is the upload\'s own; reprocessing adds "r2", "r3", ...')
+    options: RestorationOptionsOut
+    status: Literal["queued", "processing", "done", "failed"]
+    created_at: datetime
+    updated_at: datetime | None = None
+    restorer_model: str | None = Field(default=None, description="The weights (or method) that restored it, once done")
+    quality: QualityOut | None = None
+    restored_url: str | None = None
+    thumbnail_url: str | None = Field(default=None, description="A small picture of this version's result")
+    error: str | None = None
+    warnings: list[str] = []
+
+
+class RestorationRequest(BaseModel):
+    """Restore the stored original again, with these options (each as for an upload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelChoice = Field(default="auto", description="`auto`: the best model that can run now (GET /v1/models)")
+    fidelity: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="0 (strongest restoration) to 1 (closest to the input); only for models that support it",
+    )
+    faces: list[FaceIndex] = Field(
+        default=[], max_length=100, description="Indexes of the faces to restore (detected_faces); empty: every face"
+    )
+    upscale: Literal[1, 2] = Field(default=1, description="2: the result is twice the original's size")
+
+
+class RestorationModelOut(BaseModel):
+    name: RestorerName
+    available: bool = Field(description="Whether a worker that can run it is live now (its weights are in place)")
+    model_id: str | None = Field(default=None, description="The exact model the live workers run, when available")
+    version: str | None = None
+    sha256: str | None = Field(default=None, description="Of the weights file; null for a weight-free model")
+    supports_fidelity: bool | None = None
+    default_fidelity: float | None = None
+    max_upscale: int | None = None
+
+
+class RestorationModelList(BaseModel):
+    models: list[RestorationModelOut]
+    auto: RestorerName | None = Field(description="What `model=auto` picks now; null when no model can run")
+
+
 class FeedbackOut(BaseModel):
     rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (excellent)")
     comment: str = ""
@@ -118,6 +195,14 @@ class ImageOut(BaseModel):
         default=False, description="Hidden by an admin pending review: its pictures are withheld meanwhile"
     )
     feedback: FeedbackOut | None = Field(default=None, description="Your rating of the result, if you gave one")
+    detected_faces: list[DetectedFaceOut] = Field(
+        default=[], description="The faces found in the original, once a restoration has finished"
+    )
+    restorations: list[RestorationOut] = Field(default=[], description="Every version, oldest first")
+    preferred_restoration: str | None = Field(
+        default=None,
+        description="The version whose result, quality and status the image shows (PATCH to choose another)",
+    )
     restored_base64: str | None = Field(
         default=None,
         description="With include=restored_base64 on a restored image: the restored JPEG, base64 (RFC 4648)",

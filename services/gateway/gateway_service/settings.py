@@ -46,6 +46,11 @@ class Settings(ServiceSettings, AuthClientSettings, RedisSettings, BrokerSetting
     # the whole history). The download of an archive may take this long.
     rate_limit_exports_per_user: str = "3/day"
     export_download_deadline_seconds: float = Field(default=3600.0, gt=0)
+    # Which restorer models can run (GET /v1/models, the check on every upload): read from the
+    # workers' registry at most this often, and a model seen this recently still counts (a worker
+    # restarting, Redis restarted); uploads for it wait in its queue meanwhile.
+    models_refresh_seconds: float = Field(default=1.0, ge=0)
+    models_grace_seconds: float = Field(default=60.0, ge=0)
     # The built web client (`make web`: web/ -> web/dist), served at `/`; relative to the working directory.
     webapp_dir: str = "web/dist"
 

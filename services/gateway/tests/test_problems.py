@@ -185,6 +185,18 @@ def rpc_error(code: grpc.StatusCode, details: str, reason: str | None = None) ->
     return grpc.aio.AioRpcError(code, initial_metadata=grpc.aio.Metadata(), trailing_metadata=trailing, details=details)
 
 
+def test_a_dependency_outage_keeps_its_reason_and_retry_after() -> None:
+    trailing = grpc.aio.Metadata(("x-error-reason", "database-unavailable"), ("x-retry-after", "2"))
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), trailing, details="the upload could not be registered"
+    )
+
+    problem = problems.from_rpc_error(error)
+
+    assert (problem.status, problem.reason, problem.headers["Retry-After"]) == (503, "database-unavailable", "2")
+    assert problem.extra["retry_after"] == 2
+
+
 def test_unsupported_media_type_reason_maps_to_415() -> None:
     problem = problems.from_rpc_error(
         rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "only JPEG, PNG and WebP", "unsupported-media-type")

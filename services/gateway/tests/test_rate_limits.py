@@ -5,11 +5,11 @@ nothing listens; tokens are signed with a key made here and verified against its
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
-from redis import Redis
 
+from facerestore_common.model_registry import ModelOffer
 from facerestore_common.revocation import SessionRevocations
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
@@ -34,43 +34,12 @@ KID = "rate-limit-test-key"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")
 PHOTO = ("face.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64, "image/jpeg")
+CLASSICAL = ModelOffer("classical", "classical-opencv-v2", "2", "", False, None, 2)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(autouse=True)
-def forget_keys(redis_url: str, unique_name: str) -> Iterator[None]:
-    yield
-    redis = Redis.from_url(redis_url)
-    try:
-        keys = list(redis.scan_iter(match=f"{unique_name}*"))
-        if keys:
-            redis.delete(*keys)
-    finally:
-        redis.close()
-
-
-def make_settings(redis_url: str, key_prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "auth_grpc_target": f"127.0.0.1:{free_port()}",
-        "upload_grpc_target": f"127.0.0.1:{free_port()}",
-        "history_grpc_target": f"127.0.0.1:{free_port()}",
-        "admin_grpc_target": f"127.0.0.1:{free_port()}",
-        "redis_url": redis_url,
-        "redis_key_prefix": key_prefix,
-        "grpc_deadline_seconds": 3.0,
-        "upload_deadline_seconds": 3.0,
-    }
-    return Settings(**{**values, **overrides})
+SettingsFactory = Callable[..., Settings]
+# Every test leaves no Redis keys behind (conftest.py).
+pytestmark = pytest.mark.usefixtures("forget_keys")
 
 
 def jwks_of(key: rsa.RSAPrivateKey) -> str:
@@ -139,7 +108,7 @@ def remaining(response: httpx.Response) -> int:
 
 
 async def test_every_request_is_counted_per_ip_and_the_fourth_of_three_a_minute_is_refused(
-    redis_url: str, unique_name: str
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
 ) -> None:
     async with running(make_settings(redis_url, unique_name, rate_limit_per_ip="3/minute")) as (_, http):
         allowed = [await http.get("/v1/me") for _ in range(3)]
@@ -162,7 +131,9 @@ async def test_every_request_is_counted_per_ip_and_the_fourth_of_three_a_minute_
     assert body["request_id"] == refused.headers["x-request-id"]
 
 
-async def test_probes_are_never_limited_nor_counted(redis_url: str, unique_name: str) -> None:
+async def test_probes_are_never_limited_nor_counted(
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
+) -> None:
     async with running(make_settings(redis_url, unique_name, rate_limit_per_ip="3/minute")) as (_, http):
         probes_before = [await http.get(path) for path in ("/healthz", "/readyz") * 3]
         counted = [await http.get("/v1/me") for _ in range(4)]
@@ -177,7 +148,9 @@ async def test_probes_are_never_limited_nor_counted(redis_url: str, unique_name:
         assert not any(header in response.headers for header in RATE_LIMIT_HEADERS)
 
 
-async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(redis_url: str, unique_name: str) -> None:
+async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
+) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_per_ip="3/minute", trusted_proxies="")
     async with running(settings, peer=("203.0.113.7", 1234)) as (_, http):
         responses = [await http.get("/v1/me", headers={"X-Forwarded-For": f"198.51.100.{n}"}) for n in range(1, 5)]
@@ -188,7 +161,7 @@ async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(redis_url
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
-    redis_url: str, unique_name: str
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_per_ip="3/minute", trusted_proxies="203.0.113.7/32")
     async with running(settings, peer=("203.0.113.7", 1234)) as (_, http):
@@ -202,7 +175,7 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
 
 
 async def test_a_client_behind_the_proxy_is_counted_under_its_real_address_not_its_own_forwarded_for(
-    redis_url: str, unique_name: str
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_per_ip="3/minute", trusted_proxies="203.0.113.7/32")
     real = "198.51.100.9"
@@ -227,7 +200,9 @@ async def test_a_client_behind_the_proxy_is_counted_under_its_real_address_not_i
 # --- without Redis ---------------------------------------------------------------------------
 
 
-async def test_without_redis_the_per_ip_limit_fails_open(redis_url: str, unique_name: str) -> None:
+async def test_without_redis_the_per_ip_limit_fails_open(
+    redis_url: str, unique_name: str, make_settings: SettingsFactory
+) -> None:
     settings = make_settings(UNREACHABLE_REDIS, unique_name, rate_limit_per_ip="1/minute")
     async with running(settings) as (_, http):
         responses = [await http.get("/v1/me") for _ in range(3)]
@@ -239,7 +214,7 @@ async def test_without_redis_the_per_ip_limit_fails_open(redis_url: str, unique_
 
 
 async def test_without_redis_an_upload_is_refused_by_the_session_check_before_the_quota(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     """The token is verified (ended sessions are read from Redis, failing closed) before the
     upload quota is counted, so with Redis down the session check is what answers."""
@@ -255,7 +230,7 @@ async def test_without_redis_an_upload_is_refused_by_the_session_check_before_th
 
 
 async def test_without_redis_the_apps_upload_quota_fails_closed(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     """The quota as the app wires it, reached with a verifier that keeps no session store."""
     settings = make_settings(UNREACHABLE_REDIS, unique_name)
@@ -322,11 +297,13 @@ async def test_a_hit_taken_back_is_no_longer_counted(redis_url: str, unique_name
 
 
 async def test_an_upload_past_the_quota_is_refused_and_other_users_are_not_affected(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_uploads_per_user="2/hour")
     async with running(settings) as (app, http):
         use_local_keys(app, settings, signing_key)
+        # A worker serves a model, so uploads go on to the upload service.
+        await app.state.models.announce("cpu-worker", [CLASSICAL])
         # Anna's two accepted uploads of this hour, counted as the upload route counts them.
         for _ in range(2):
             await app.state.rate_limiter.hit(app.state.upload_limit, "anna")
@@ -353,11 +330,13 @@ async def test_an_upload_past_the_quota_is_refused_and_other_users_are_not_affec
 
 
 async def test_uploads_that_fail_spend_none_of_the_quota(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_uploads_per_user="2/hour")
     async with running(settings) as (app, http):
         use_local_keys(app, settings, signing_key)
+        # A worker serves a model, so uploads go on to the upload service.
+        await app.state.models.announce("cpu-worker", [CLASSICAL])
         anna = {"Authorization": f"Bearer {mint(signing_key, settings, 'anna')}"}
         failed = [await http.post("/v1/images", files={"file": PHOTO}, headers=anna) for _ in range(4)]
 
@@ -366,3 +345,39 @@ async def test_uploads_that_fail_spend_none_of_the_quota(
         assert_problem(response, 503, "service-unavailable")
         assert response.headers["ratelimit-limit"] == "2"
         assert response.headers["ratelimit-remaining"] == "2"
+
+
+async def test_an_upload_whose_deadline_passes_stays_counted(
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+) -> None:
+    """The upload service finishes an upload whose caller stopped waiting, so it is counted: else a
+    client that gives up early would upload past its quota."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # connected, never answered: an upload service that is busy
+
+    stalled = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = stalled.sockets[0].getsockname()[1]
+    settings = make_settings(
+        redis_url,
+        unique_name,
+        rate_limit_uploads_per_user="2/hour",
+        upload_grpc_target=f"127.0.0.1:{port}",
+        upload_deadline_seconds=0.5,
+    )
+    try:
+        async with running(settings) as (app, http):
+            use_local_keys(app, settings, signing_key)
+            # A worker serves a model, so uploads go on to the upload service.
+            await app.state.models.announce("cpu-worker", [CLASSICAL])
+            anna = {"Authorization": f"Bearer {mint(signing_key, settings, 'anna')}"}
+            timed_out = await http.post("/v1/images", files={"file": PHOTO}, headers=anna)
+    finally:
+        for writer in held:
+            writer.close()
+        stalled.close()
+        await stalled.wait_closed()
+
+    assert_problem(timed_out, 503, "service-unavailable")
+    assert timed_out.headers["ratelimit-remaining"] == "1"

@@ -8,10 +8,9 @@ The search results themselves are tested on the running stack (tests/e2e/test_se
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
-from redis import Redis
 
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
@@ -33,40 +31,9 @@ UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 JPEG = ("face.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64, "image/jpeg")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(autouse=True)
-def forget_keys(redis_url: str, unique_name: str) -> Iterator[None]:
-    yield
-    redis = Redis.from_url(redis_url)
-    try:
-        keys = list(redis.scan_iter(match=f"{unique_name}*"))
-        if keys:
-            redis.delete(*keys)
-    finally:
-        redis.close()
-
-
-def make_settings(redis_url: str, key_prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "auth_grpc_target": f"127.0.0.1:{free_port()}",
-        "upload_grpc_target": f"127.0.0.1:{free_port()}",
-        "history_grpc_target": f"127.0.0.1:{free_port()}",
-        "admin_grpc_target": f"127.0.0.1:{free_port()}",
-        "redis_url": redis_url,
-        "redis_key_prefix": key_prefix,
-        "search_deadline_seconds": 3.0,
-    }
-    return Settings(**{**values, **overrides})
+SettingsFactory = Callable[..., Settings]
+# Every test leaves no Redis keys behind (conftest.py).
+pytestmark = pytest.mark.usefixtures("forget_keys")
 
 
 @asynccontextmanager
@@ -119,7 +86,7 @@ def error_fields(body: dict[str, Any]) -> set[str]:
 
 
 async def test_a_valid_photo_search_and_a_valid_json_search_both_go_on_to_the_backend(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
     headers = bearer(signing_key, settings, "user-1")
@@ -142,7 +109,7 @@ async def test_a_valid_photo_search_and_a_valid_json_search_both_go_on_to_the_ba
 
 
 async def test_each_search_is_counted_against_the_users_own_limit_with_its_headers(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_searches_per_user="2/minute")
     anna, ben = bearer(signing_key, settings, "anna"), bearer(signing_key, settings, "ben")
@@ -162,7 +129,7 @@ async def test_each_search_is_counted_against_the_users_own_limit_with_its_heade
 
 
 async def test_without_redis_searches_fail_closed(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(UNREACHABLE_REDIS, unique_name)
     async with running(settings, signing_key) as (_, http):
@@ -173,7 +140,9 @@ async def test_without_redis_searches_fail_closed(
     assert_problem(response, 503, "rate-limit-unavailable")
 
 
-async def test_a_search_needs_a_token(redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey) -> None:
+async def test_a_search_needs_a_token(
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+) -> None:
     async with running(make_settings(redis_url, unique_name), signing_key) as (_, http):
         response = await http.post("/v1/search", files={"file": JPEG})
 
@@ -198,7 +167,12 @@ async def test_a_search_needs_a_token(redis_url: str, unique_name: str, signing_
     ],
 )
 async def test_photo_search_options_out_of_range_are_refused_naming_the_field(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, data: dict[str, Any], wrong: str
+    redis_url: str,
+    unique_name: str,
+    signing_key: rsa.RSAPrivateKey,
+    data: dict[str, Any],
+    wrong: str,
+    make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(redis_url, unique_name)
     async with running(settings, signing_key) as (_, http):
@@ -210,7 +184,7 @@ async def test_photo_search_options_out_of_range_are_refused_naming_the_field(
 
 
 async def test_a_photo_search_without_a_file_or_with_an_empty_one_is_refused(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
     async with running(settings, signing_key) as (_, http):
@@ -235,7 +209,12 @@ async def test_a_photo_search_without_a_file_or_with_an_empty_one_is_refused(
     ],
 )
 async def test_json_searches_that_are_not_valid_are_refused_naming_the_field(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, content: bytes, wrong: str
+    redis_url: str,
+    unique_name: str,
+    signing_key: rsa.RSAPrivateKey,
+    content: bytes,
+    wrong: str,
+    make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(redis_url, unique_name)
     headers = {**bearer(signing_key, settings, "u"), "Content-Type": "application/json"}
@@ -246,7 +225,7 @@ async def test_json_searches_that_are_not_valid_are_refused_naming_the_field(
 
 
 async def test_a_body_that_is_neither_form_nor_json_is_unsupported(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
     headers = {**bearer(signing_key, settings, "u"), "Content-Type": "image/jpeg"}
@@ -257,7 +236,7 @@ async def test_a_body_that_is_neither_form_nor_json_is_unsupported(
 
 
 async def test_a_photo_over_the_upload_limit_is_refused_413(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, max_upload_bytes=4096)
     big = ("big.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 5000, "image/jpeg")
@@ -273,7 +252,7 @@ async def test_a_photo_over_the_upload_limit_is_refused_413(
 
 
 async def test_the_openapi_document_describes_both_request_forms_and_every_answer(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey
+    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
 ) -> None:
     async with running(make_settings(redis_url, unique_name), signing_key) as (_, http):
         document = (await http.get("/openapi.json")).json()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from facerestore.events.v1 import events_pb2
+from facerestore_common import restoration_options
 from facerestore_common.logging import get_logger
 from history_service.erase import UserEraser
 from history_service.faces import FaceRecord
@@ -10,11 +13,21 @@ from history_service.history import History
 from history_service.indexing import FaceIndexer
 from history_service.items import Item, sort_key
 from history_service.library import search_words
+from history_service.versions import FIRST_RESTORATION
 
 log = get_logger(__name__)
 
 # Events about one image of one user: an erased user's are discarded (erase.py).
-_IMAGE_EVENTS = ("image_uploaded", "image_processing", "image_restored", "image_failed")
+_IMAGE_EVENTS = ("image_uploaded", "restoration_requested", "image_processing", "image_restored", "image_failed")
+
+
+def _restoration_id(event: events_pb2.ImageProcessing | events_pb2.ImageRestored | events_pb2.ImageFailed) -> str:
+    # Events from before versions existed name none: they are about the upload's own.
+    return event.restoration_id or FIRST_RESTORATION
+
+
+def _options(event: events_pb2.ImageUploaded | events_pb2.ImageRestored | events_pb2.ImageFailed) -> dict[str, object]:
+    return restoration_options.to_document(event.options) if event.HasField("options") else {}
 
 
 class HistoryProjector:
@@ -22,6 +35,7 @@ class HistoryProjector:
         self._history = history
         self._eraser = eraser
         self._items = history.items
+        self._versions = history.items.versions
         self._faces = history.faces
         self._indexer = (
             FaceIndexer(history.items, history.faces, history.face_index)
@@ -46,16 +60,27 @@ class HistoryProjector:
     async def _apply(self, kind: str | None, envelope: events_pb2.Envelope) -> None:
         if kind == "image_uploaded":
             await self._uploaded(envelope.image_uploaded)
+        elif kind == "restoration_requested":
+            requested = envelope.restoration_requested
+            await self._versions.describe(
+                requested.image_id,
+                requested.restoration_id,
+                restoration_options.to_document(requested.options),
+                requested.requested_at.ToMilliseconds(),
+            )
+            await self._versions.advance(requested.image_id, requested.restoration_id, "queued", {})
         elif kind == "image_processing":
             processing = envelope.image_processing
-            await self._items.advance(processing.image_id, processing.user_id, "processing", {})
+            restoration_id = _restoration_id(processing)
+            if restoration_id == FIRST_RESTORATION:
+                await self._items.record_upload(processing.image_id, processing.user_id, {})
+            await self._versions.advance(processing.image_id, restoration_id, "processing", {})
+            if restoration_id == FIRST_RESTORATION:
+                await self._items.advance(processing.image_id, processing.user_id, "processing", {})
         elif kind == "image_restored":
             await self._restored(envelope.image_restored)
         elif kind == "image_failed":
-            failed = envelope.image_failed
-            await self._items.advance(
-                failed.image_id, failed.user_id, "failed", {"error": failed.reason, "error_detail": failed.detail}
-            )
+            await self._failed(envelope.image_failed)
         elif kind == "image_deleted":
             # History removed the faces when it deleted the image and published this; applying
             # it again is harmless and catches faces that a result racing the delete wrote.
@@ -75,6 +100,11 @@ class HistoryProjector:
 
     async def _uploaded(self, event: events_pb2.ImageUploaded) -> None:
         created_at_ms = event.created_at.ToMilliseconds()
+        # Its first version before the item is listed (the facts below list it), so that a
+        # reader never sees the image without it.
+        await self._items.record_upload(event.image_id, event.user_id, {})
+        await self._versions.describe(event.image_id, FIRST_RESTORATION, _options(event), created_at_ms)
+        await self._versions.advance(event.image_id, FIRST_RESTORATION, "queued", {})
         await self._items.record_upload(
             event.image_id,
             event.user_id,
@@ -96,7 +126,21 @@ class HistoryProjector:
             # The result came first: its faces wait for the upload's date, tags and location.
             await self._indexer.index_image(item)
 
+    async def _failed(self, event: events_pb2.ImageFailed) -> None:
+        restoration_id = _restoration_id(event)
+        fields = {"error": event.reason, "error_detail": event.detail}
+        options = _options(event)
+        if restoration_id == FIRST_RESTORATION:
+            # The document exists even when the outcome comes before the upload's event.
+            await self._items.record_upload(event.image_id, event.user_id, {})
+        await self._versions.advance(
+            event.image_id, restoration_id, "failed", {**fields, **({"options": options} if options else {})}
+        )
+        if restoration_id == FIRST_RESTORATION:
+            await self._items.advance(event.image_id, event.user_id, "failed", fields)
+
     async def _restored(self, event: events_pb2.ImageRestored) -> None:
+        restoration_id = _restoration_id(event)
         fields = {
             "restored_key": event.restored_key,
             "original_thumbnail_key": event.original_thumbnail_key,
@@ -117,25 +161,54 @@ class HistoryProjector:
                 "face_detection_scores": [face.detection_score for face in event.face_details],
             },
         }
-        item = await self._items.advance(event.image_id, event.user_id, "done", fields)
-        if item is not None and self._faces is not None:
+        if restoration_id == FIRST_RESTORATION:
+            # The document exists even when the result comes before the upload's event.
+            await self._items.record_upload(event.image_id, event.user_id, {})
+        options = _options(event)
+        version_fields = {
+            **fields,
+            "face_identity": [face.identity_similarity for face in event.face_details],
+            **({"options": options} if options else {}),
+        }
+        doc = await self._versions.advance(event.image_id, restoration_id, "done", version_fields)
+        item = Item.from_document(doc) if doc is not None and "user_id" in doc else None
+        detected = [
+            {
+                "box": list(face.box),
+                "detection_score": face.detection_score,
+                "identity_similarity": face.identity_similarity,
+            }
+            for face in event.face_details
+        ]
+        # The faces are the original's, the same for every version: stored and indexed once.
+        claimed = (
+            item is not None
+            and self._faces is not None
+            and await self._versions.claim_faces(event.image_id, restoration_id, detected)
+        )
+        documents: list[dict[str, Any]] = []
+        if claimed and self._faces is not None:
             records = [
                 FaceRecord(face.box, face.detection_score, face.embedding, face.identity_similarity)
                 for face in event.face_details
             ]
             documents = await self._faces.replace(event.image_id, event.user_id, event.analyzer_model, records)
-            if self._indexer is not None and _visible(item):
-                await self._indexer.index_image(item, documents)
+        if restoration_id == FIRST_RESTORATION:
+            # After its version and faces: a reader that sees the image done sees them too. The
+            # item shows "r1" unless its owner preferred another version, which is done already:
+            # then this no longer moves the item (done is as far as it goes).
+            await self._items.advance(event.image_id, event.user_id, "done", fields)
+        if claimed and self._indexer is not None:
+            # Read after the write above: if the upload's event is applied meanwhile, either this
+            # sees the image listed or that sees it done (HistoryProjector._uploaded), and indexes it.
+            listed = await self._items.get(event.image_id)
+            if listed is not None:
+                await self._indexer.index_image(listed, documents)
         if item is None:
             # The image was deleted while it was being restored: its results must not outlive it.
             keys = [event.restored_key, event.original_thumbnail_key, event.restored_thumbnail_key]
             await self._history.remove_blobs([key for key in keys if key])
             log.info("late_result_removed", image_id=event.image_id)
-
-
-def _visible(item: Item) -> bool:
-    """Whether the history shows the item yet (its upload event has been applied)."""
-    return bool(item.sort_key)
 
 
 def _keys_named(envelope: events_pb2.Envelope) -> list[str]:

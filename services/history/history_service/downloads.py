@@ -22,6 +22,8 @@ class DownloadGrant:
     kind: str
     # Issued to an admin: it opens an image that is hidden pending review, too.
     review: bool = False
+    # A version's result ("r2"); empty: the image's own (its preferred version's).
+    restoration: str = ""
 
 
 class DownloadTokens:
@@ -33,15 +35,17 @@ class DownloadTokens:
         self._reuse_seconds = max(1, ttl_seconds // 3)
         self._signed = functools.lru_cache(maxsize=65_536)(self._sign)
 
-    def issue(self, image_id: str, kind: str, *, review: bool = False) -> str:
+    def issue(self, image_id: str, kind: str, *, review: bool = False, restoration: str = "") -> str:
         now = int(time.time())
-        return self._signed(image_id, kind, review, now - now % self._reuse_seconds)
+        return self._signed(image_id, kind, review, now - now % self._reuse_seconds, restoration)
 
-    def _sign(self, image_id: str, kind: str, review: bool, issued_at: int) -> str:
+    def _sign(self, image_id: str, kind: str, review: bool, issued_at: int, restoration: str = "") -> str:
         claims: dict[str, object] = {"img": image_id, "kind": kind, "aud": _AUDIENCE}
         claims.update(iat=issued_at, exp=issued_at + self._ttl)
         if review:
             claims["review"] = True
+        if restoration:
+            claims["rid"] = restoration
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def read(self, token: str) -> DownloadGrant:
@@ -54,4 +58,10 @@ class DownloadTokens:
             raise NotFound("this link has expired or does not exist", reason="not-found") from None
         if claims.get("kind") not in KINDS or not isinstance(claims.get("img"), str):
             raise NotFound("this link has expired or does not exist", reason="not-found")
-        return DownloadGrant(image_id=claims["img"], kind=claims["kind"], review=claims.get("review") is True)
+        restoration = claims.get("rid", "")
+        return DownloadGrant(
+            image_id=claims["img"],
+            kind=claims["kind"],
+            review=claims.get("review") is True,
+            restoration=restoration if isinstance(restoration, str) else "",
+        )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from facerestore.history.v1 import history_pb2, history_pb2_grpc
+from facerestore_common import restoration_options
 from facerestore_common.activity import ActivityRecorder
 from facerestore_common.errors import InvalidArgument, Unavailable
 from facerestore_common.grpc_server import Access
 from facerestore_common.logging import get_logger
 from facerestore_common.timeutil import ms_to_timestamp
 from facerestore_common.tokens import require_principal
+from history_service.downloads import DownloadTokens
 from history_service.exports import Exports
 from history_service.face_index import SearchFilters
 from history_service.history import History
@@ -19,6 +23,7 @@ from history_service.library import Library
 from history_service.library_api import LIBRARY_ACCESS, LibraryApi, feedback_of
 from history_service.moderation import Moderation
 from history_service.search import FaceSearch, SearchQuery, SearchResult
+from history_service.versions import Version, detected_faces
 
 log = get_logger(__name__)
 
@@ -38,6 +43,42 @@ ACCESS_POLICY = {
     "AdminGetImages": Access.ADMIN,
     **LIBRARY_ACCESS,
 }
+
+
+def quality_message(quality: dict[str, Any]) -> history_pb2.Quality:
+    return history_pb2.Quality(
+        sharpness_before=quality.get("sharpness_before", 0.0),
+        sharpness_after=quality.get("sharpness_after", 0.0),
+        sharpness_gain=quality.get("sharpness_gain", 0.0),
+        backend=quality.get("backend", ""),
+        duration_ms=quality.get("duration_ms", 0.0),
+        restorer_model=quality.get("restorer_model", ""),
+        analyzer_model=quality.get("analyzer_model", ""),
+        identity_min=quality.get("identity_min", 0.0),
+        identity_mean=quality.get("identity_mean", 0.0),
+        stage_ms=quality.get("stage_ms", {}),
+        warnings=quality.get("warnings", []),
+        face_detection_scores=quality.get("face_detection_scores", []),
+    )
+
+
+def restoration_message(
+    image_id: str, version: Version, tokens: DownloadTokens, review: bool
+) -> history_pb2.Restoration:
+    def token(kind: str, key: str) -> str:
+        return tokens.issue(image_id, kind, review=review, restoration=version.id) if key else ""
+
+    return history_pb2.Restoration(
+        id=version.id,
+        options=restoration_options.from_document(version.options),
+        status=version.status,
+        created_at=ms_to_timestamp(version.created_at_ms),
+        updated_at=ms_to_timestamp(version.updated_at_ms or version.created_at_ms),
+        quality=quality_message(version.quality) if version.quality else None,
+        thumbnail_token=token("thumbnail", version.restored_thumbnail_key),
+        restored_token=token("restored", version.restored_key),
+        error=version.error,
+    )
 
 
 def _limit(requested: int) -> int:
@@ -85,11 +126,15 @@ class HistoryApi(LibraryApi, history_pb2_grpc.HistoryServiceServicer):
         message.under_review = item.under_review
         if item.under_review and not for_admin:
             message.original_token = message.thumbnail_token = message.restored_token = ""
+            for restoration in message.restorations:
+                restoration.thumbnail_token = restoration.restored_token = ""
         return message
 
     def _item_message(self, item: Item, review: bool = False) -> history_pb2.Image:
         tokens = self._history.downloads
         quality = item.quality
+        versions = item.versions
+        preferred = next((version for version in versions if version.id == item.preferred_restoration), None)
         return history_pb2.Image(
             id=item.id,
             user_id=item.user_id,
@@ -97,22 +142,7 @@ class HistoryApi(LibraryApi, history_pb2_grpc.HistoryServiceServicer):
             created_at=ms_to_timestamp(item.created_at_ms),
             updated_at=ms_to_timestamp(item.updated_at_ms or item.created_at_ms),
             faces=item.faces,
-            quality=history_pb2.Quality(
-                sharpness_before=quality.get("sharpness_before", 0.0),
-                sharpness_after=quality.get("sharpness_after", 0.0),
-                sharpness_gain=quality.get("sharpness_gain", 0.0),
-                backend=quality.get("backend", ""),
-                duration_ms=quality.get("duration_ms", 0.0),
-                restorer_model=quality.get("restorer_model", ""),
-                analyzer_model=quality.get("analyzer_model", ""),
-                identity_min=quality.get("identity_min", 0.0),
-                identity_mean=quality.get("identity_mean", 0.0),
-                stage_ms=quality.get("stage_ms", {}),
-                warnings=quality.get("warnings", []),
-                face_detection_scores=quality.get("face_detection_scores", []),
-            )
-            if quality
-            else None,
+            quality=quality_message(quality) if quality else None,
             tags=item.tags,
             note=item.note,
             location=item.location,
@@ -123,6 +153,11 @@ class HistoryApi(LibraryApi, history_pb2_grpc.HistoryServiceServicer):
             width=item.width,
             height=item.height,
             feedback=feedback_of(item),
+            detected_faces=[
+                history_pb2.DetectedFace(**face) for face in detected_faces(item.detected_faces, preferred)
+            ],
+            restorations=[restoration_message(item.id, version, tokens, review) for version in versions],
+            preferred_restoration=item.preferred_restoration,
         )
 
     async def ListImages(

@@ -1,12 +1,19 @@
-"""Reading and deleting history: what the gRPC API does, free of transport."""
+"""Reading and deleting history: what the gRPC API does, free of transport.
+
+A delete is recorded before anything else: the tombstone is written with `purge_pending` in
+the same write, so it is its own outbox entry. The files, faces and index entries are then
+removed and `image.deleted` published at once when the storage and the broker answer;
+otherwise the maintenance loop finishes the work (Library.purge_pending) with the same event
+id, and the delete the client asked for stands either way."""
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import NotFound
-from facerestore_common.events import EventBus, new_envelope
+from facerestore_common.events import EventBus, derived_event_id, new_envelope
 from facerestore_common.logging import get_logger
 from facerestore_common.storage import BlobNotFound, BlobStore
 from history_service.downloads import DownloadTokens
@@ -26,6 +33,8 @@ class History:
         downloads: DownloadTokens,
         faces: FaceRepository | None = None,
         face_index: FaceIndex | None = None,
+        # Well within the gateway's deadline: a delete whose event waits is answered, not timed out.
+        publish_timeout_seconds: float = 2.0,
     ) -> None:
         self.items = items
         self.faces = faces
@@ -33,6 +42,7 @@ class History:
         self._blobs = blobs
         self._bus = bus
         self.downloads = downloads
+        self._publish_timeout = publish_timeout_seconds
 
     async def get_own(self, user_id: str, image_id: str) -> Item:
         item = await self.items.get(image_id)
@@ -42,29 +52,37 @@ class History:
         return item
 
     async def delete(self, image_id: str, owner_id: str | None, deleted_by: str) -> Item:
-        """Tombstone the item, remove its blobs and announce it; owner_id None means any owner (admin)."""
+        """Tombstone the item, remove its blobs and announce it; owner_id None means any owner (admin).
+        Once the tombstone is written the delete stands: what fails after it is finished later."""
         item = await self.items.get(image_id)
         if item is None or (owner_id is not None and item.user_id != owner_id):
             raise NotFound("no such image", reason="not-found")
         deleted = await self.items.tombstone(image_id, deleted_by)
         if deleted is None:
             raise NotFound("no such image", reason="not-found")
-        await self.remove_blobs(deleted.blob_keys())
-        if self.faces is not None:
-            await self.faces.delete_image(image_id)
-        if self.face_index is not None:
-            # At once, so that searches stop finding it before the image.deleted event is consumed.
-            await self.face_index.delete_image(image_id)
-        await self._bus.publish(
-            new_envelope(
-                "history",
-                image_deleted=events_pb2.ImageDeleted(
-                    image_id=image_id, user_id=deleted.user_id, deleted_by=deleted_by
-                ),
-            )
-        )
+        try:
+            await self.purge(deleted, deleted_by)
+        except Exception as error:
+            log.warning("image_purge_deferred", image_id=image_id, error=repr(error))
         log.info("image_deleted", image_id=image_id, user_id=deleted.user_id, deleted_by=deleted_by)
         return deleted
+
+    async def purge(self, item: Item, deleted_by: str) -> None:
+        """Remove what a tombstoned item left behind, announce its deletion and clear its
+        `purge_pending` mark; idempotent, and the event id is the same however often it runs."""
+        await self.remove_blobs(item.blob_keys())
+        if self.faces is not None:
+            await self.faces.delete_image(item.id)
+        if self.face_index is not None:
+            # Now rather than on image.deleted, so that searches stop finding it at once.
+            await self.face_index.delete_image(item.id)
+        envelope = new_envelope(
+            "history",
+            image_deleted=events_pb2.ImageDeleted(image_id=item.id, user_id=item.user_id, deleted_by=deleted_by),
+        )
+        envelope.event_id = derived_event_id(item.id, "purged")
+        await asyncio.wait_for(self._bus.publish(envelope), self._publish_timeout)
+        await self.items.purged(item.id)
 
     async def remove_blobs(self, keys: list[str]) -> None:
         for key in keys:
@@ -76,10 +94,13 @@ class History:
         # An image hidden pending review opens only through an admin's link.
         if item is None or (item.under_review and not grant.review):
             raise NotFound("this link has expired or does not exist", reason="not-found")
+        version = item.version(grant.restoration) if grant.restoration else None
+        if grant.restoration and version is None:
+            raise NotFound("this link has expired or does not exist", reason="not-found")
         key = {
             "original": item.original_key,
-            "thumbnail": item.original_thumbnail_key,
-            "restored": item.restored_key,
+            "thumbnail": version.restored_thumbnail_key if version else item.original_thumbnail_key,
+            "restored": version.restored_key if version else item.restored_key,
         }[grant.kind]
         if not key:
             raise NotFound("this rendition does not exist yet", reason="not-found")

@@ -14,6 +14,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 
 from facerestore_common.timeutil import now_ms
+from history_service.versions import FIRST_RESTORATION, Version, VersionRepository, listed
 
 STATUS_RANK = {"queued": 1, "processing": 2, "done": 3, "failed": 3}
 
@@ -43,6 +44,11 @@ class Item:
     reports: int = 0
     # The owner's rating of the result: {"rating": 1..5, "comment", "given_at_ms"} (library.py).
     feedback: dict[str, Any] = field(default_factory=dict)
+    # Every version by id (versions.py); the item's own result fields are the preferred one's.
+    restorations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preferred_restoration: str = FIRST_RESTORATION
+    # The original's faces, [{"box", "detection_score", "identity_similarity"}], in face order.
+    detected_faces: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Item:
@@ -68,11 +74,37 @@ class Item:
             under_review=bool(doc.get("under_review", False)),
             reports=int(doc.get("reports", 0)),
             feedback=dict(doc.get("feedback") or {}),
+            restorations={str(key): dict(entry) for key, entry in (doc.get("restorations") or {}).items()},
+            preferred_restoration=str(doc.get("preferred_restoration") or FIRST_RESTORATION),
+            detected_faces=[dict(face) for face in doc.get("detected_faces") or []],
         )
 
     def blob_keys(self) -> list[str]:
+        """Every file of the image: the original and every version's results."""
         keys = [self.original_key, self.restored_key, self.original_thumbnail_key, self.restored_thumbnail_key]
-        return [key for key in keys if key]
+        for version in self.versions:
+            keys.extend(version.blob_keys())
+        return [key for key in dict.fromkeys(keys) if key]
+
+    @property
+    def versions(self) -> list[Version]:
+        """Every version, oldest first (an item from before versions existed has its "r1")."""
+        first = Version(
+            id=FIRST_RESTORATION,
+            status=self.status,
+            created_at_ms=self.created_at_ms,
+            updated_at_ms=self.updated_at_ms,
+            restored_key=self.restored_key,
+            original_thumbnail_key=self.original_thumbnail_key,
+            restored_thumbnail_key=self.restored_thumbnail_key,
+            faces=self.faces,
+            quality=self.quality,
+            error=self.error,
+        )
+        return listed(self.restorations, first)
+
+    def version(self, restoration_id: str) -> Version | None:
+        return next((version for version in self.versions if version.id == restoration_id), None)
 
 
 def sort_key(created_at_ms: int, image_id: str) -> str:
@@ -82,6 +114,7 @@ def sort_key(created_at_ms: int, image_id: str) -> str:
 class ItemRepository:
     def __init__(self, database: AsyncIOMotorDatabase) -> None:
         self._items = database["items"]
+        self.versions = VersionRepository(database)
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("user_id", 1), ("sort_key", -1)])
@@ -156,10 +189,14 @@ class ItemRepository:
     async def tombstone(self, image_id: str, deleted_by: str) -> Item | None:
         doc = await self._items.find_one_and_update(
             {"_id": image_id, "deleted": False},
-            {"$set": {"deleted": True, "deleted_by": deleted_by, "deleted_at_ms": now_ms()}},
+            {"$set": {"deleted": True, "deleted_by": deleted_by, "deleted_at_ms": now_ms(), "purge_pending": True}},
             return_document=ReturnDocument.BEFORE,
         )
         return Item.from_document(doc) if doc else None
+
+    async def purged(self, image_id: str) -> None:
+        """Clear a tombstone's `purge_pending` mark once its files are gone and its deletion announced."""
+        await self._items.update_one({"_id": image_id}, {"$unset": {"purge_pending": ""}})
 
     async def set_under_review(self, image_id: str, hidden: bool, reason: str) -> Item | None:
         """Hide a visible item pending review, or show it again; None when there is no such item."""

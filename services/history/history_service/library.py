@@ -23,7 +23,7 @@ from pymongo import ReturnDocument
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import Conflict, InvalidArgument, Unprocessable
-from facerestore_common.events import EventBus, derived_event_id, new_envelope
+from facerestore_common.events import EventBus, new_envelope
 from facerestore_common.logging import get_logger
 from facerestore_common.metadata import MAX_NOTE, parse_location, parse_note, parse_tags, unicode_text
 from facerestore_common.storage import BlobNotFound, BlobStore
@@ -288,6 +288,12 @@ class Library:
             await self._items.update_one({"_id": doc["_id"]}, {"$set": {"search_words": words}})
         return len(docs)
 
+    async def backfill_detected_faces(self, batch: int = 100) -> int:
+        """List the faces (with boxes) on restored items projected before items listed them."""
+        if self._history.faces is None:
+            return 0
+        return await self._history.items.versions.backfill_detected_faces(self._history.faces, batch)
+
     # --- feedback --------------------------------------------------------------------------------
 
     async def give_feedback(self, user_id: str, image_id: str, rating: int, comment: str) -> dict[str, Any]:
@@ -364,23 +370,9 @@ class Library:
         """Remove what deleted images left behind and announce each deletion; idempotent."""
         docs = await self._items.find({"purge_pending": True}).limit(batch).to_list(None)
         for doc in docs:
-            item = Item.from_document(doc)
-            await self._history.remove_blobs(item.blob_keys())
-            if self._indexer is not None:
-                await self._indexer.remove_image(item.id)
-            elif self._history.faces is not None:
-                await self._history.faces.delete_image(item.id)
-            envelope = new_envelope(
-                "history",
-                image_deleted=events_pb2.ImageDeleted(
-                    image_id=item.id, user_id=item.user_id, deleted_by=str(doc.get("deleted_by", "user"))
-                ),
-            )
-            # The same id however often it is published (two purges racing, a crash before the
-            # mark below is cleared), so consumers act on it once.
-            envelope.event_id = derived_event_id(item.id, "purged")
-            await self._bus.publish(envelope)
-            await self._items.update_one({"_id": item.id}, {"$unset": {"purge_pending": ""}})
+            # The same event id however often it is published (two purges racing, a crash before
+            # the mark is cleared), so consumers act on it once.
+            await self._history.purge(Item.from_document(doc), str(doc.get("deleted_by", "user")))
         return len(docs)
 
     async def close(self) -> None:

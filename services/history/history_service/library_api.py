@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from facerestore.history.v1 import history_pb2, history_pb2_grpc
-from facerestore_common.errors import DomainError, Unavailable
+from facerestore_common.errors import DomainError, InvalidArgument, Unavailable
 from facerestore_common.grpc_server import Access
 from facerestore_common.logging import get_logger
 from facerestore_common.timeutil import ms_to_timestamp
@@ -17,6 +17,8 @@ from history_service.exports import Export, Exports
 from history_service.history import History
 from history_service.items import Item
 from history_service.library import Library, ListFilters, MetadataPatch, feedback_message
+from history_service.preference import prefer
+from history_service.versions import is_restoration_id
 
 log = get_logger(__name__)
 
@@ -98,7 +100,13 @@ class LibraryApi(history_pb2_grpc.HistoryServiceServicer):
             request.note if request.HasField("note") else None,
             request.location if request.HasField("location") else None,
         )
-        item = await self._require_library().update(require_principal().user_id, request.image_id, patch)
+        user_id = require_principal().user_id
+        library = self._require_library()
+        if request.HasField("preferred_restoration"):
+            if not is_restoration_id(request.preferred_restoration):
+                raise InvalidArgument("preferred_restoration is a restoration id such as r2", reason="validation-error")
+            await prefer(self._history, user_id, request.image_id, request.preferred_restoration)
+        item = await library.update(user_id, request.image_id, patch)
         return history_pb2.UpdateImageResponse(image=self._message(item))
 
     async def GiveFeedback(

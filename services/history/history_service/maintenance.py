@@ -1,6 +1,6 @@
 """Finishes work that a crash (or a busy moment) left undone, every few seconds: files of images
-deleted with "delete all", face index payloads after edits, `q` words of items projected before
-they existed, and archives past their retention. Every step is idempotent, so any number of
+deleted with "delete all", face index payloads after edits, `q` words and listed faces of items
+projected before they existed, and archives past their retention. Every step is idempotent, so any number of
 replicas may run it."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Maintenance:
             "purged": await self._library.purge_pending(),
             "reindexed": await self._library.sync_stale_index(),
             "words_added": await self._library.backfill_search_words(),
+            "faces_listed": await self._library.backfill_detected_faces(),
             "exports_expired": await self._exports.expire() if self._exports is not None else 0,
         }
         if any(done.values()):

@@ -322,23 +322,46 @@ async def test_a_second_process_cannot_open_the_embedded_index_while_it_is_in_us
     assert b"open in another process" in out
 
 
-async def test_background_optimizer_indexes_new_faces_once_writes_pause(tmp_path: Path) -> None:
+def optimizing_index(path: Path, quiet_seconds: float, check_seconds: float) -> EdgeFaceIndex:
+    """An embedded index whose background optimizer indexes once 100 faces wait and writes pause."""
     tuning = EngineTuning(
-        indexing_threshold_kb=1, optimize_unindexed_points=100, optimize_quiet_seconds=0.2, optimize_check_seconds=0.1
+        indexing_threshold_kb=1,
+        optimize_unindexed_points=100,
+        optimize_quiet_seconds=quiet_seconds,
+        optimize_check_seconds=check_seconds,
     )
-    index = EdgeFaceIndex(tmp_path / "idx", tuning=tuning)
+    return EdgeFaceIndex(path, tuning=tuning)
+
+
+async def add_people(index: EdgeFaceIndex, count: int, seed: int) -> np.ndarray:
+    """`count` identities, one face each (image "img-<i>"), upserted in one batch."""
+    people = identities(count, 128, seed=seed)
+    await index.upsert([face(f"img-{i}", people[i].tolist()) for i in range(count)])
+    return people
+
+
+def indexed(index: EdgeFaceIndex) -> int:
+    """How many of the shard's vectors the optimizer has indexed."""
+    return int(index._shards["faces-" + DLIB].shard.info().indexed_vectors_count)
+
+
+async def indexed_after_waiting(index: EdgeFaceIndex, count: int, seconds: float = 10.0) -> int:
+    """indexed(index) once it reaches `count`, or when `seconds` have passed."""
+    for _ in range(int(seconds / 0.1)):
+        if indexed(index) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return indexed(index)
+
+
+async def test_background_optimizer_indexes_new_faces_once_writes_pause(tmp_path: Path) -> None:
+    index = optimizing_index(tmp_path / "idx", quiet_seconds=0.2, check_seconds=0.1)
     await index.open()
     try:
-        people = identities(150, 128, seed=17)
-        await index.upsert([face(f"img-{i}", people[i].tolist()) for i in range(150)])
-        shard = index._shards["faces-" + DLIB].shard
-        assert shard.info().indexed_vectors_count == 0
+        people = await add_people(index, 150, seed=17)
+        assert indexed(index) == 0
 
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if shard.info().indexed_vectors_count >= 150:
-                break
-        assert shard.info().indexed_vectors_count >= 150
+        assert await indexed_after_waiting(index, 150) >= 150
         hits = await index.search(people[42].tolist(), DLIB, 1, SearchFilters(), "alice")
         assert [hit.image_id for hit in hits] == ["img-42"]
     finally:
@@ -346,16 +369,12 @@ async def test_background_optimizer_indexes_new_faces_once_writes_pause(tmp_path
 
 
 async def test_too_few_new_faces_do_not_trigger_an_optimize(tmp_path: Path) -> None:
-    tuning = EngineTuning(
-        indexing_threshold_kb=1, optimize_unindexed_points=100, optimize_quiet_seconds=0.0, optimize_check_seconds=0.05
-    )
-    index = EdgeFaceIndex(tmp_path / "idx", tuning=tuning)
+    index = optimizing_index(tmp_path / "idx", quiet_seconds=0.0, check_seconds=0.05)
     await index.open()
     try:
-        people = identities(60, 128, seed=18)
-        await index.upsert([face(f"img-{i}", people[i].tolist()) for i in range(60)])
+        await add_people(index, 60, seed=18)
         await asyncio.sleep(0.5)
-        assert index._shards["faces-" + DLIB].shard.info().indexed_vectors_count == 0
+        assert indexed(index) == 0
     finally:
         await index.close()
 
@@ -381,24 +400,15 @@ async def test_changed_tuning_applies_when_the_embedded_index_reopens(tmp_path: 
 
 
 async def test_searches_postpone_the_background_optimize_until_the_index_is_idle(tmp_path: Path) -> None:
-    tuning = EngineTuning(
-        indexing_threshold_kb=1, optimize_unindexed_points=100, optimize_quiet_seconds=0.3, optimize_check_seconds=0.05
-    )
-    index = EdgeFaceIndex(tmp_path / "idx", tuning=tuning)
+    index = optimizing_index(tmp_path / "idx", quiet_seconds=0.3, check_seconds=0.05)
     await index.open()
     try:
-        people = identities(150, 128, seed=20)
-        await index.upsert([face(f"img-{i}", people[i].tolist()) for i in range(150)])
-        shard = index._shards["faces-" + DLIB].shard
+        people = await add_people(index, 150, seed=20)
         for i in range(20):  # a search every 0.1 s: never idle for 0.3 s
             await index.search(people[i].tolist(), DLIB, 1, SearchFilters(), "alice")
             await asyncio.sleep(0.1)
-        assert shard.info().indexed_vectors_count == 0
+        assert indexed(index) == 0
 
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if shard.info().indexed_vectors_count >= 150:
-                break
-        assert shard.info().indexed_vectors_count >= 150
+        assert await indexed_after_waiting(index, 150) >= 150
     finally:
         await index.close()

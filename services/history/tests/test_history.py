@@ -7,10 +7,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import aio_pika
 import jwt
 import pytest
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import NotFound
@@ -18,8 +21,14 @@ from facerestore_common.events import EventBus
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
 from history_service.downloads import DownloadTokens
+from history_service.face_index.edge import EdgeFaceIndex
+from history_service.faces import FaceRepository
 from history_service.history import History
 from history_service.items import ItemRepository
+from history_service.library import Library
+
+if TYPE_CHECKING:
+    from conftest import TcpRelay
 
 ALICE = "user-alice"
 BOB = "user-bob"
@@ -220,6 +229,66 @@ async def test_deleting_twice_is_not_found_and_announced_once(
 
     announced = await read_events(amqp_url, bus.queue_name("probe"), expected=2, wait_seconds=1.5)
     assert len(announced) == 1
+
+
+async def connection_becomes(bus: EventBus, connected: bool, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if bus.is_connected() == connected:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_delete_while_the_broker_reconnects_stands_and_is_announced_once_it_is_back(
+    project: HistoryProjector,
+    items: ItemRepository,
+    blobs: BlobStore,
+    downloads: DownloadTokens,
+    faces: FaceRepository,
+    face_index: EdgeFaceIndex,
+    database: AsyncIOMotorDatabase,
+    bus: EventBus,
+    amqp_url: str,
+    unique_name: str,
+    events: SimpleNamespace,
+    store_renditions: StoreRenditions,
+    tcp_relay: Callable[[str], Awaitable[TcpRelay]],
+) -> None:
+    await bus.declare_queue("probe", ["image.deleted"])
+    broker = urlsplit(amqp_url)
+    relay = await tcp_relay(f"{broker.hostname}:{broker.port or 5672}")
+    relayed = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{relay.port}").geturl()
+    reconnecting = EventBus(f"{relayed}?reconnect_interval=0.3", f"{unique_name}.events", unique_name, "history")
+    await reconnecting.connect()
+    history = History(items, blobs, reconnecting, downloads, faces=faces, face_index=face_index)
+    try:
+        upload, result = await add_done_image(project, events, "alice-1", ALICE)
+        contents = await store_renditions(upload, result)
+        await relay.cut()
+        assert await connection_becomes(reconnecting, connected=False)
+
+        deleted = await history.delete("alice-1", owner_id=ALICE, deleted_by="user")
+
+        # The delete stands at once, files included; only its announcement waits for the broker.
+        assert deleted.id == "alice-1"
+        with pytest.raises(NotFound):
+            await history.get_own(ALICE, "alice-1")
+        for key in contents:
+            assert not await blobs.exists(key), key
+        assert await read_events(amqp_url, bus.queue_name("probe"), expected=1, wait_seconds=0.5) == []
+
+        await relay.restore()
+        assert await connection_becomes(reconnecting, connected=True)
+        library = Library(database, history, blobs, reconnecting)
+        assert await library.purge_pending() == 1
+        assert await library.purge_pending() == 0
+    finally:
+        await reconnecting.close()
+
+    announced = await read_events(amqp_url, bus.queue_name("probe"), expected=2, wait_seconds=1.5)
+    assert [envelope.image_deleted for envelope in announced] == [
+        events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="user")
+    ]
 
 
 async def test_a_user_cannot_delete_another_users_image(

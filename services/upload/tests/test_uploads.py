@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import io
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,16 +19,17 @@ import pytest
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from PIL import Image
+from pymongo.errors import PyMongoError
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
-from facerestore_common.errors import Unavailable, Unprocessable, UnsupportedMediaType
+from facerestore_common.errors import Conflict, Unavailable, Unprocessable, UnsupportedMediaType
 from facerestore_common.events import EventBus
 from facerestore_common.images import ImageLimits
 from facerestore_common.metadata import parse_metadata
 from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
-from upload_service.idempotency import KEY_LIFETIME_MS, IdempotencyKeys
+from upload_service.idempotency import KEY_LIFETIME_MS, IdempotencyKeys, request_fingerprint
 from upload_service.jobs import JobRepository
 from upload_service.outbox import OutboxRelay
 from upload_service.uploads import Uploads
@@ -92,6 +94,35 @@ async def probe(bus: EventBus, amqp_url: str) -> AsyncIterator[aio_pika.abc.Abst
     async with connection:
         channel = await connection.channel()
         yield await channel.get_queue(bus.queue_name("probe"), ensure=True)
+
+
+@pytest.fixture
+async def relayed_database(
+    mongo_url: str, unique_name: str, tcp_relay: Callable[[str], Awaitable[TcpRelay]]
+) -> AsyncIterator[tuple[TcpRelay, AsyncIOMotorDatabase]]:
+    """The test's database reached through a relay: cutting it drops the connection as a MongoDB
+    restart does. Short timeouts, so that a call on a cut connection fails within a second."""
+    relay = await tcp_relay(mongo_url.removeprefix("mongodb://"))
+    client: AsyncIOMotorClient = AsyncIOMotorClient(
+        f"mongodb://127.0.0.1:{relay.port}", serverSelectionTimeoutMS=500, connectTimeoutMS=500
+    )
+    yield relay, client[unique_name]
+    client.close()
+
+
+async def restore_and_reconnect(relay: TcpRelay, database: AsyncIOMotorDatabase) -> None:
+    """Restore the relay and wait until the driver has found the server again (its monitor
+    looks every half second; a client's retry comes later than that)."""
+    await relay.restore()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await database.command("ping")
+            return
+        except PyMongoError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def bucket_keys(blobs: BlobStore, s3_endpoint: str) -> list[str]:
@@ -378,21 +409,16 @@ async def test_unreachable_storage_records_no_job(
 
 
 async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_its_key(
-    mongo_url: str,
-    unique_name: str,
     blobs: BlobStore,
     bus: EventBus,
     probe: aio_pika.abc.AbstractQueue,
     database: AsyncIOMotorDatabase,
     face_jpeg: bytes,
-    tcp_relay: Callable[[str], Awaitable[TcpRelay]],
+    relayed_database: tuple[TcpRelay, AsyncIOMotorDatabase],
 ) -> None:
     # The database connection drops right after the broker confirmed the event (found by
     # `make chaos`: the upload failed, freed its key, and the client's retry made a second image).
-    relay = await tcp_relay(mongo_url.removeprefix("mongodb://"))
-    client: AsyncIOMotorClient = AsyncIOMotorClient(
-        f"mongodb://127.0.0.1:{relay.port}", serverSelectionTimeoutMS=500, connectTimeoutMS=500
-    )
+    relay, through_relay = relayed_database
     publish = bus.publish
 
     async def publish_then_lose_the_database(envelope: events_pb2.Envelope) -> None:
@@ -400,16 +426,11 @@ async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_
         await relay.cut()
 
     bus.publish = publish_then_lose_the_database  # type: ignore[method-assign]
-    uploads = Uploads(blobs, JobRepository(client[unique_name]), bus, LIMITS, IdempotencyKeys(client[unique_name]))
-    try:
-        job, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
-        await relay.restore()
-        bus.publish = publish  # type: ignore[method-assign]
-        again, replayed_again = await uploads.accept(
-            "user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9"
-        )
-    finally:
-        client.close()
+    uploads = Uploads(blobs, JobRepository(through_relay), bus, LIMITS, IdempotencyKeys(through_relay))
+    job, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
+    await restore_and_reconnect(relay, through_relay)
+    bus.publish = publish  # type: ignore[method-assign]
+    again, replayed_again = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
 
     assert (replayed, replayed_again) == (False, True)
     assert again.image_id == job.image_id
@@ -419,3 +440,101 @@ async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_
     envelope = await next_envelope(probe)
     assert envelope is not None and envelope.image_uploaded.image_id == job.image_id
     assert envelope.event_id == job.event_id
+
+
+async def test_a_database_that_drops_during_the_key_claim_is_a_retryable_503_and_the_key_stays_usable(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+    relayed_database: tuple[TcpRelay, AsyncIOMotorDatabase],
+) -> None:
+    # Issue 14 (`make chaos`, MongoDB restarting): the claim's driver error reached the client as a 500.
+    relay, through_relay = relayed_database
+    uploads = Uploads(blobs, JobRepository(through_relay), bus, LIMITS, IdempotencyKeys(through_relay))
+    metadata = parse_metadata([], "", "")
+    await relay.cut()
+    with pytest.raises(Unavailable) as caught:
+        await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-10")
+    await restore_and_reconnect(relay, through_relay)
+    job, replayed = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-10")
+
+    assert (caught.value.reason, caught.value.retry_after) == ("database-unavailable", 2)
+    assert replayed is False
+    assert await database["jobs"].count_documents({}) == 1
+    assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
+    envelope = await next_envelope(probe)
+    assert envelope is not None and envelope.image_uploaded.image_id == job.image_id
+
+
+async def test_an_upload_whose_caller_went_away_keeps_its_key_so_a_retry_answers_with_it(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    # Issue 14: a deadline that passes (or a client that hangs up) cancels the gRPC handler; the
+    # cancel freed the key of an upload whose job was already recorded (here the broker is slow to
+    # confirm), and the client's retry with the same key made a second image.
+    publish = bus.publish
+    publishing, confirm = asyncio.Event(), asyncio.Event()
+
+    async def slow_confirm(envelope: events_pb2.Envelope) -> None:
+        publishing.set()
+        await confirm.wait()
+        await publish(envelope)
+
+    bus.publish = slow_confirm  # type: ignore[method-assign]
+    uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=IdempotencyKeys(database))
+    metadata = parse_metadata([], "", "")
+    first = asyncio.ensure_future(uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-11"))
+    await publishing.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    confirm.set()
+    again, replayed = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-11")
+
+    assert replayed is True
+    assert await database["jobs"].count_documents({}) == 1
+    assert await bucket_keys(blobs, s3_endpoint) == [again.original_key]
+    # The upload went on without its caller: its event went out, once.
+    envelope = await next_envelope(probe)
+    assert envelope is not None and envelope.image_uploaded.image_id == again.image_id
+    assert await next_envelope(probe) is None
+
+
+async def test_a_key_claimed_by_an_upload_that_recorded_nothing_is_taken_over_after_the_lease(
+    s3_endpoint: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probe: aio_pika.abc.AbstractQueue,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    keys = IdempotencyKeys(database)
+    uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=keys)  # a lease of 60 s
+    metadata = parse_metadata([], "", "")
+    # The claim was written but the database dropped before it answered: that request got a 503
+    # and recorded no job, and nothing was left to free the key.
+    await keys.claim("user-1", "k-12", request_fingerprint(face_jpeg, [], "", ""), "claimed-then-lost")
+
+    with pytest.raises(Conflict) as caught:
+        await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-12")
+    assert caught.value.reason == "idempotency-key-in-use"  # within the lease it may still finish
+    await database["idempotency_keys"].update_one({"_id": "user-1:k-12"}, {"$inc": {"created_at_ms": -61_000}})
+    job, replayed = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-12")
+    again, replayed_again = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-12")
+
+    assert (job.image_id, replayed) == ("claimed-then-lost", False)
+    assert (again.image_id, replayed_again) == ("claimed-then-lost", True)
+    assert await database["jobs"].count_documents({}) == 1
+    assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
+    envelope = await next_envelope(probe)
+    assert envelope is not None and envelope.image_uploaded.image_id == "claimed-then-lost"

@@ -1,7 +1,7 @@
 """Upload's part of erasing an account (`user.deleted`): the user's job records (each names
 the image and carries its tags, note and location), the originals they point to (history
-removes them too; an upload history never saw is only known here), and the user's
-Idempotency-Key claims. Idempotent: a redelivered event finds less to do, or nothing."""
+removes them too; an upload history never saw is only known here), their reprocessing
+requests, and the user's Idempotency-Key claims. Idempotent: a redelivered event finds less to do, or nothing."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class UploadErasure:
     def __init__(self, database: AsyncIOMotorDatabase, blobs: BlobStore, batch: int = 100) -> None:
         self._jobs = database["jobs"]
         self._keys = database["idempotency_keys"]
+        self._restoration_requests = database["restoration_requests"]
         self._blobs = blobs
         self._batch = batch
 
@@ -35,6 +36,7 @@ class UploadErasure:
                     await self._blobs.delete(doc["original_key"])
                 await self._jobs.delete_one({"_id": doc["_id"]})
             erased += len(docs)
+        await self._restoration_requests.delete_many({"user_id": user_id})
         # Claims are keyed "<user id>:<key>"; ";" is the character after ":".
         await self._keys.delete_many({"_id": {"$gte": f"{user_id}:", "$lt": f"{user_id};"}})
         log.info("user_uploads_erased", jobs=erased)

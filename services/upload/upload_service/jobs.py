@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReturnDocument
 
 from facerestore_common.timeutil import now_ms
 
@@ -34,6 +35,9 @@ class Job:
     publish_attempts: int = 0
     next_publish_at_ms: int = 0
     status: str = field(default="queued")
+    # How the first version ("r1") is to be restored (restoration_options.to_document); empty on
+    # jobs recorded before options existed.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:
@@ -61,6 +65,17 @@ class JobRepository:
 
     async def delete(self, image_id: str) -> None:
         await self._jobs.delete_one({"_id": image_id})
+
+    async def allocate_restoration(self, image_id: str, user_id: str) -> str | None:
+        """The next version id of the user's image ("r2", "r3", ...), counted in one atomic
+        update; None when the user has no such image."""
+        doc = await self._jobs.find_one_and_update(
+            {"_id": image_id, "user_id": user_id},
+            {"$inc": {"extra_restorations": 1}},
+            projection={"extra_restorations": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else f"r{int(doc['extra_restorations']) + 1}"
 
     async def mark_published(self, image_id: str) -> None:
         await self._jobs.update_one(

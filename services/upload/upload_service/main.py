@@ -21,6 +21,7 @@ from upload_service.grpc_api import ACCESS_POLICY, UploadApi
 from upload_service.idempotency import IdempotencyKeys
 from upload_service.jobs import JobRepository
 from upload_service.outbox import OutboxRelay
+from upload_service.restorations import RestorationRequestRepository, Restorations
 from upload_service.settings import Settings
 from upload_service.uploads import Uploads
 
@@ -59,10 +60,25 @@ async def serve(settings: Settings) -> None:
         idempotency=idempotency,
         publish_timeout_seconds=settings.publish_timeout_seconds,
         relay_grace_ms=int(settings.outbox_grace_seconds * 1000),
+        claim_lease_ms=int(settings.idempotency_claim_lease_seconds * 1000),
+        retry_after_seconds=settings.unavailable_retry_after_seconds,
     )
-    upload_pb2_grpc.add_UploadServiceServicer_to_server(UploadApi(uploads), server.server)
+    restoration_requests = RestorationRequestRepository(database)
+    await restoration_requests.create_indexes()
+    restorations = Restorations(
+        jobs,
+        restoration_requests,
+        bus,
+        publish_timeout_seconds=settings.publish_timeout_seconds,
+        relay_grace_ms=int(settings.outbox_grace_seconds * 1000),
+    )
+    upload_pb2_grpc.add_UploadServiceServicer_to_server(UploadApi(uploads, restorations), server.server)
     relay = OutboxRelay(
-        jobs, uploads, settings.outbox_relay_interval_seconds, int(settings.outbox_retry_seconds * 1000)
+        jobs,
+        uploads,
+        settings.outbox_relay_interval_seconds,
+        int(settings.outbox_retry_seconds * 1000),
+        restorations=restorations,
     )
     relay_task = asyncio.create_task(relay.run_forever())
     # An erased account's job records and originals (user.deleted).
@@ -80,6 +96,7 @@ async def serve(settings: Settings) -> None:
         relay_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
+        await uploads.close()
         await bus.close()
         await auth_channel.close()
         database.client.close()

@@ -5,14 +5,21 @@ Nothing accepted is lost and nothing refused is left behind:
   so no blob exists without a job and no job points at a missing blob;
 - once the job is recorded the upload is accepted: the job is its own outbox entry, and if
   the broker cannot take `image.uploaded` now, the outbox relay publishes it later (with
-  the same event id, so consumers that already saw it ignore the repeat)."""
+  the same event id, so consumers that already saw it ignore the repeat);
+- an upload under an Idempotency-Key goes on when its caller goes away (a deadline, a client
+  that hung up): its key is freed only when the upload fails before its job is recorded, so a
+  retry answers with the job the first attempt may still record instead of making a second;
+- a database that does not answer is a 503 the client may retry (Retry-After), never a 500."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
 from facerestore.events.v1 import events_pb2
+from facerestore_common import restoration_options
 from facerestore_common.errors import Conflict, Unavailable
 from facerestore_common.events import EventBus, new_envelope
 from facerestore_common.images import ImageLimits, normalise
@@ -21,10 +28,13 @@ from facerestore_common.metadata import ImageMetadata
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import current_traceparent
 from facerestore_common.timeutil import ms_to_timestamp, now_ms
-from upload_service.idempotency import IdempotencyKeys, request_fingerprint
+from upload_service.idempotency import Claim, IdempotencyKeys, request_fingerprint
 from upload_service.jobs import Job, JobRepository
 
 log = get_logger(__name__)
+
+# The upload's own version of the image; reprocessing adds "r2", "r3", ... (restorations.py).
+FIRST_RESTORATION = "r1"
 
 
 def uploaded_event(job: Job) -> events_pb2.Envelope:
@@ -43,6 +53,9 @@ def uploaded_event(job: Job) -> events_pb2.Envelope:
             location=job.location,
             created_at=ms_to_timestamp(job.created_at_ms),
             sha256=job.sha256,
+            # Jobs recorded before options existed publish none: their event keeps the bare key.
+            options=restoration_options.from_document(job.options) if job.options else None,
+            restoration_id=FIRST_RESTORATION,
         ),
     )
     # The job fixes the event's identity: a re-publication is the same event, not a new one.
@@ -50,6 +63,16 @@ def uploaded_event(job: Job) -> events_pb2.Envelope:
     if job.traceparent:
         envelope.traceparent = job.traceparent
     return envelope
+
+
+def _as_asked(options: events_pb2.RestorationOptions | None, requested_model: str) -> bytes:
+    """The options as the client asked for them, for comparing requests."""
+    if options is None:
+        return b""
+    asked = events_pb2.RestorationOptions()
+    asked.CopyFrom(options)
+    asked.model = requested_model or options.model
+    return asked.SerializeToString(deterministic=True)
 
 
 class Uploads:
@@ -62,6 +85,8 @@ class Uploads:
         idempotency: IdempotencyKeys | None = None,
         publish_timeout_seconds: float = 5.0,
         relay_grace_ms: int = 10_000,
+        claim_lease_ms: int = 60_000,
+        retry_after_seconds: int = 2,
     ) -> None:
         self._blobs = blobs
         self._jobs = jobs
@@ -70,31 +95,98 @@ class Uploads:
         self._idempotency = idempotency
         self._publish_timeout = publish_timeout_seconds
         self._relay_grace_ms = relay_grace_ms
+        self._claim_lease_ms = claim_lease_ms
+        self._retry_after = retry_after_seconds
+        # Keyed uploads whose callers may have gone away; close() gives them time to finish.
+        self._in_flight: set[asyncio.Task[Job]] = set()
 
     async def accept(
-        self, user_id: str, content: bytes, metadata: ImageMetadata, idempotency_key: str = ""
+        self,
+        user_id: str,
+        content: bytes,
+        metadata: ImageMetadata,
+        idempotency_key: str = "",
+        *,
+        options: events_pb2.RestorationOptions | None = None,
+        requested_model: str = "",
     ) -> tuple[Job, bool]:
-        """Returns the job and whether it is an earlier upload answered again (Idempotency-Key)."""
+        """Returns the job and whether it is an earlier upload answered again (Idempotency-Key).
+        Without options (callers from before they existed) its event names no model and keeps
+        the bare routing key. `requested_model` (e.g. "auto") stands for the resolved model when
+        requests are compared under an Idempotency-Key."""
+        options = restoration_options.checked(options) if options is not None else None
         image_id = uuid.uuid4().hex
-        if idempotency_key and self._idempotency is not None:
-            fingerprint = request_fingerprint(content, metadata.tags, metadata.note, metadata.location)
+        if not idempotency_key or self._idempotency is None:
+            return await self._accept_new(image_id, user_id, content, metadata, options), False
+        fingerprint = request_fingerprint(
+            content,
+            metadata.tags,
+            metadata.note,
+            metadata.location,
+            _as_asked(options, requested_model),
+        )
+        try:
             claim = await self._idempotency.claim(user_id, idempotency_key, fingerprint, image_id)
             if claim.replayed:
                 earlier = await self._jobs.get(claim.image_id)
-                if earlier is None:
+                if earlier is not None:
+                    log.info("upload_replayed", image_id=earlier.image_id, user_id=user_id)
+                    return earlier, True
+                taken_over = await self._idempotency.take_over(user_id, idempotency_key, claim, self._claim_lease_ms)
+                if taken_over is None:
                     raise Conflict(
                         "an upload with this Idempotency-Key is still in progress", reason="idempotency-key-in-use"
                     )
-                log.info("upload_replayed", image_id=earlier.image_id, user_id=user_id)
-                return earlier, True
-            try:
-                return await self._accept_new(image_id, user_id, content, metadata), False
-            except BaseException:
-                await self._idempotency.release(user_id, idempotency_key, image_id)
-                raise
-        return await self._accept_new(image_id, user_id, content, metadata), False
+                log.warning("idempotency_claim_taken_over", image_id=claim.image_id, user_id=user_id)
+                claim = taken_over
+        except PyMongoError as error:
+            log.error("idempotency_claim_failed", user_id=user_id, exc_info=True)
+            raise self._database_unavailable("the upload could not be registered; try again shortly") from error
+        task = asyncio.ensure_future(self._accept_claimed(claim, user_id, idempotency_key, content, metadata, options))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        # The caller's cancel (a deadline, a client that hung up) stops the wait, not the upload.
+        return await asyncio.shield(task), False
 
-    async def _accept_new(self, image_id: str, user_id: str, content: bytes, metadata: ImageMetadata) -> Job:
+    async def _accept_claimed(
+        self,
+        claim: Claim,
+        user_id: str,
+        key: str,
+        content: bytes,
+        metadata: ImageMetadata,
+        options: events_pb2.RestorationOptions | None,
+    ) -> Job:
+        assert self._idempotency is not None
+        try:
+            return await self._accept_new(claim.image_id, user_id, content, metadata, options)
+        except Conflict:
+            raise  # another attempt under this key recorded the job: the key is its
+        except Exception:
+            # Refused, or failed before its job was recorded. (Cancellation, at shutdown, frees
+            # nothing: its job may exist, and a claim without one is taken over after the lease.)
+            try:
+                await self._idempotency.release(user_id, key, claim)
+            except PyMongoError:
+                log.warning("idempotency_release_failed", image_id=claim.image_id, exc_info=True)
+            raise
+
+    async def close(self, timeout_seconds: float = 10.0) -> None:
+        """Give uploads whose callers went away a bounded time to finish before the connections close."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout_seconds)
+
+    def _database_unavailable(self, detail: str) -> Unavailable:
+        return Unavailable(detail, reason="database-unavailable", retry_after=self._retry_after)
+
+    async def _accept_new(
+        self,
+        image_id: str,
+        user_id: str,
+        content: bytes,
+        metadata: ImageMetadata,
+        options: events_pb2.RestorationOptions | None,
+    ) -> Job:
         image = normalise(content, self._limits)
         created_at_ms = now_ms()
         job = Job(
@@ -113,20 +205,26 @@ class Uploads:
             event_id=uuid.uuid4().hex,
             traceparent=current_traceparent(),
             next_publish_at_ms=created_at_ms + self._relay_grace_ms,
+            options=restoration_options.to_document(options) if options is not None else {},
         )
         try:
             await self._blobs.put(job.original_key, image.content, image.content_type)
         except Exception as error:
             log.error("original_store_failed", image_id=image_id, exc_info=True)
-            raise Unavailable("storage is unavailable; try again later", reason="storage-unavailable") from error
+            raise Unavailable(
+                "storage is unavailable; try again later", reason="storage-unavailable", retry_after=self._retry_after
+            ) from error
         try:
             await self._jobs.insert(job)
+        except DuplicateKeyError:
+            # A taken-over Idempotency-Key's first attempt recorded this image after all: its blob stays.
+            raise Conflict(
+                "an upload with this Idempotency-Key is still in progress", reason="idempotency-key-in-use"
+            ) from None
         except Exception as error:
             log.error("job_record_failed", image_id=image_id, exc_info=True)
             await self._undo_blob(job)
-            raise Unavailable(
-                "the job could not be recorded; try again later", reason="database-unavailable"
-            ) from error
+            raise self._database_unavailable("the job could not be recorded; try again later") from error
         await self.publish(job)
         log.info(
             "upload_accepted",

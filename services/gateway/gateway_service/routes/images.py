@@ -10,12 +10,14 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
 from facerestore_common.grpc_client import call_metadata
-from gateway_service.convert import image_fields
-from gateway_service.dependencies import AppSettings, Clients, CurrentUser, UploadQuota
+from facerestore_common.restoration_options import MAX_CHOSEN_FACES
+from gateway_service.convert import image_fields, options_fields
+from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
+from gateway_service.model_choice import OptionsAsked, resolved
 from gateway_service.problems import Problem
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.routes.library import Filters, IncludeRestored, image_with_inline
-from gateway_service.schemas import ImageOut, ImagePage
+from gateway_service.schemas import ImageOut, ImagePage, ModelChoice, RestorationOut
 
 router = APIRouter(tags=["images"])
 
@@ -27,11 +29,15 @@ router = APIRouter(tags=["images"])
     summary="Upload a face photo (JPEG or PNG, at most 1 MB) for restoration",
     responses={
         401: UNAUTHORIZED,
-        409: problem("An upload with this Idempotency-Key is still in progress"),
+        409: problem(
+            "model-unavailable: no live worker can run the model asked for (the body names it); or "
+            "idempotency-key-in-use: an upload with this Idempotency-Key is still in progress"
+        ),
         413: problem("Larger than 1 MB"),
         415: problem("Not a JPEG or PNG"),
         422: problem(
-            "Not decodable, too small or too large in pixels, a polyglot, bad metadata, or a reused Idempotency-Key"
+            "Not decodable, too small or too large in pixels, a polyglot, bad metadata, a reused Idempotency-Key, "
+            "invalid options (validation-error), or an option the model lacks (option-unsupported)"
         ),
         429: rate_limited("More than the hourly upload quota, or too many requests from this address"),
         503: UNAVAILABLE,
@@ -43,10 +49,28 @@ async def upload_image(
     quota: UploadQuota,
     clients: Clients,
     settings: AppSettings,
+    models: Models,
     file: Annotated[UploadFile, File(description="The photo")],
     tags: Annotated[str | None, Form(description="Comma-separated tags", max_length=400)] = None,
     note: Annotated[str | None, Form(max_length=500)] = None,
     location: Annotated[str | None, Form(max_length=100)] = None,
+    model: Annotated[
+        ModelChoice, Form(description="`auto` (default): the best model that can run now; see GET /v1/models")
+    ] = "auto",
+    fidelity: Annotated[
+        float | None,
+        Form(ge=0.0, le=1.0, description="0 (strongest restoration) to 1 (closest to the input); CodeFormer only"),
+    ] = None,
+    faces: Annotated[
+        str | None,
+        Form(
+            max_length=400,
+            description="Comma-separated indexes of the faces to restore, e.g. `0,2` (an image's detected_faces; "
+            "the others are pasted back untouched); default every face",
+            pattern=r"^\s*\d{1,3}\s*(,\s*\d{1,3}\s*)*$",
+        ),
+    ] = None,
+    upscale: Annotated[int, Form(ge=1, le=2, description="2: the result is twice the original's size")] = 1,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -59,6 +83,15 @@ async def upload_image(
     content = await file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
         raise Problem(413, "payload-too-large", f"the file is larger than {settings.max_upload_bytes} bytes")
+    chosen_faces = [int(index) for index in (faces or "").split(",") if index.strip()]
+    if len(chosen_faces) > MAX_CHOSEN_FACES:
+        raise Problem(
+            422,
+            "validation-error",
+            "the request is not valid",
+            errors=[{"loc": ["body", "faces"], "msg": f"at most {MAX_CHOSEN_FACES} faces"}],
+        )
+    options = await resolved(models, OptionsAsked(model=model, fidelity=fidelity, faces=chosen_faces, upscale=upscale))
     response = await clients.upload.CreateUpload(
         upload_pb2.CreateUploadRequest(
             content=content,
@@ -67,6 +100,8 @@ async def upload_image(
             note=note or "",
             location=location or "",
             idempotency_key=idempotency_key or "",
+            options=options,
+            requested_model=model,
         ),
         timeout=settings.upload_deadline_seconds,
         metadata=call_metadata(user.token),
@@ -83,6 +118,17 @@ async def upload_image(
         tags=list(response.tags),
         note=response.note,
         location=response.location,
+        restorations=[
+            RestorationOut.model_validate(
+                {
+                    "id": response.restoration_id,
+                    "options": options_fields(response.options),
+                    "status": "queued",
+                    "created_at": response.created_at.ToDatetime(tzinfo=UTC),
+                }
+            )
+        ],
+        preferred_restoration=response.restoration_id,
     )
 
 

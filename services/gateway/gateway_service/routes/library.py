@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facerestore.history.v1 import history_pb2
 from facerestore_common.grpc_client import call_metadata
@@ -26,10 +26,14 @@ ImageStatus = Literal["queued", "processing", "done", "failed"]
 FilterTag = Annotated[str, Field(min_length=1, max_length=32)]
 EDIT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: UNAUTHORIZED,
-    404: NOT_FOUND,
+    404: problem(
+        "not-found: unknown, deleted, or someone else's image; or restoration-not-found: the image has no "
+        "restoration with that id"
+    ),
+    409: problem("restoration-not-done: only a done restoration can be preferred"),
     422: problem(
         "invalid-metadata: a tag, the note or the location breaks the upload's rules (or validation-error: "
-        "the body is not a merge-patch of tags, note and location)"
+        "the body is not a merge-patch of tags, note, location and preferred_restoration)"
     ),
 }
 
@@ -74,7 +78,7 @@ class ImageFilters:
         return request
 
 
-def image_filters(
+async def image_filters(
     status_: Annotated[
         list[ImageStatus] | None,
         Query(alias="status", description="Only images in any of these statuses (repeat the parameter)"),
@@ -123,7 +127,7 @@ def image_filters(
 Filters = Annotated[ImageFilters, Depends(image_filters)]
 
 
-def include_restored(
+async def include_restored(
     include: Annotated[
         list[Literal["restored_base64"]] | None,
         Query(
@@ -166,6 +170,20 @@ class ImagePatch(BaseModel):
     location: str | None = Field(
         default=None, max_length=400, description="Up to 100 characters of Unicode text on one line"
     )
+    preferred_restoration: str | None = Field(
+        default=None,
+        pattern=r"^r[1-9][0-9]{0,5}$",
+        description="Show this version (an id from `restorations`, e.g. `r2`; it must be done): the image's "
+        "result, quality, status and export follow it",
+    )
+
+    @field_validator("preferred_restoration")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        # A version is always preferred (r1 by default): it can be changed, not cleared.
+        if value is None:
+            raise ValueError("preferred_restoration cannot be null; send a restoration id")
+        return value
 
 
 class FeedbackIn(BaseModel):
@@ -182,7 +200,7 @@ class DeletedAll(BaseModel):
 @router.patch(
     "/v1/images/{image_id}",
     response_model=ImageOut,
-    summary="Edit the tags, note or location of one of your images (JSON merge-patch)",
+    summary="Edit the tags, note or location of one of your images, or choose the version it shows (JSON merge-patch)",
     responses=EDIT_ERRORS,
     openapi_extra={
         "requestBody": {
@@ -205,6 +223,8 @@ async def update_image(
         message.note = patch.note or ""
     if "location" in sent:
         message.location = patch.location or ""
+    if "preferred_restoration" in sent and patch.preferred_restoration is not None:
+        message.preferred_restoration = patch.preferred_restoration
     response = await clients.history.UpdateImage(
         message, timeout=settings.grpc_deadline_seconds, metadata=call_metadata(user.token)
     )

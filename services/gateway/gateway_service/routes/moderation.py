@@ -4,7 +4,8 @@ decision needs a reason and is written to the audit log."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -18,6 +19,7 @@ from gateway_service.responses import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZE
 
 router = APIRouter()
 _admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
+Route = TypeVar("Route", bound=Callable[..., Awaitable[Response]])
 
 
 @router.post(
@@ -75,12 +77,20 @@ async def _set_hidden(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
+def _decision(path: str, summary: str) -> Callable[[Route], Route]:
+    """An admin's audited decision about one image, answered 204."""
+    return router.post(
+        path,
+        status_code=status.HTTP_204_NO_CONTENT,
+        tags=["admin"],
+        summary=summary,
+        responses={**_admin_errors, 404: NOT_FOUND, 422: INVALID},
+    )
+
+
+@_decision(
     "/v1/admin/images/{image_id}/hide",
-    status_code=status.HTTP_204_NO_CONTENT,
-    tags=["admin"],
-    summary="Hide an image pending review: its owner sees it under review, searches leave it out (audited)",
-    responses={**_admin_errors, 404: NOT_FOUND, 422: INVALID},
+    "Hide an image pending review: its owner sees it under review, searches leave it out (audited)",
 )
 async def hide_image(
     image_id: str, body: ReasonRequest, admin: AdminUser, clients: Clients, settings: AppSettings
@@ -88,25 +98,16 @@ async def hide_image(
     return await _set_hidden(image_id, True, body, admin, clients, settings)
 
 
-@router.post(
-    "/v1/admin/images/{image_id}/show",
-    status_code=status.HTTP_204_NO_CONTENT,
-    tags=["admin"],
-    summary="Show a hidden image again; its moderation case is resolved (audited)",
-    responses={**_admin_errors, 404: NOT_FOUND, 422: INVALID},
-)
+@_decision("/v1/admin/images/{image_id}/show", "Show a hidden image again; its moderation case is resolved (audited)")
 async def show_image(
     image_id: str, body: ReasonRequest, admin: AdminUser, clients: Clients, settings: AppSettings
 ) -> Response:
     return await _set_hidden(image_id, False, body, admin, clients, settings)
 
 
-@router.post(
+@_decision(
     "/v1/admin/moderation/{image_id}/dismiss",
-    status_code=status.HTTP_204_NO_CONTENT,
-    tags=["admin"],
-    summary="Close a moderation case without action; a hidden image is shown again (audited)",
-    responses={**_admin_errors, 404: NOT_FOUND, 422: INVALID},
+    "Close a moderation case without action; a hidden image is shown again (audited)",
 )
 async def dismiss_case(
     image_id: str, body: ReasonRequest, admin: AdminUser, clients: Clients, settings: AppSettings

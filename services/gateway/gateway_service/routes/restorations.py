@@ -1,0 +1,104 @@
+"""Restoration models and versions: which models can run now, and restoring one of your stored
+images again with other options (a new version; choose the one you prefer with PATCH)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from fastapi import APIRouter, status
+
+from facerestore.history.v1 import history_pb2
+from facerestore.upload.v1 import upload_pb2
+from facerestore_common.grpc_client import call_metadata
+from facerestore_common.model_registry import AUTO_ORDER
+from facerestore_common.topology import RESTORER_FAMILIES
+from gateway_service.convert import options_fields
+from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
+from gateway_service.model_choice import OptionsAsked, live_models, resolved
+from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, problem, rate_limited
+from gateway_service.schemas import RestorationModelList, RestorationModelOut, RestorationOut, RestorationRequest
+
+router = APIRouter()
+
+MODEL_UNAVAILABLE = problem("model-unavailable: no live worker can run the model asked for (the body names it)")
+OPTION_UNSUPPORTED = problem(
+    "option-unsupported: the model has no such option (fidelity, upscale 2), or validation-error: the request is "
+    "not valid"
+)
+
+
+@router.get(
+    "/v1/models",
+    response_model=RestorationModelList,
+    tags=["models"],
+    summary="The restoration models, whether each can run now, and what `auto` picks",
+    responses={401: UNAUTHORIZED},
+)
+async def list_models(user: CurrentUser, models: Models) -> RestorationModelList:
+    available = await live_models(models)
+    listed = []
+    for name in RESTORER_FAMILIES:
+        offer = available.get(name)
+        listed.append(
+            RestorationModelOut(name=name, available=False)  # type: ignore[arg-type]
+            if offer is None
+            else RestorationModelOut(
+                name=name,  # type: ignore[arg-type]
+                available=True,
+                model_id=offer.model_id,
+                version=offer.version,
+                sha256=offer.sha256 or None,
+                supports_fidelity=offer.supports_fidelity,
+                default_fidelity=offer.default_fidelity,
+                max_upscale=offer.max_upscale,
+            )
+        )
+    auto = next((name for name in AUTO_ORDER if name in available), None)
+    return RestorationModelList(models=listed, auto=auto)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/v1/images/{image_id}/restorations",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RestorationOut,
+    tags=["images"],
+    summary="Restore one of your stored images again with other options: a new version, queued",
+    responses={
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: MODEL_UNAVAILABLE,
+        422: OPTION_UNSUPPORTED,
+        429: rate_limited("More than the hourly upload quota (a reprocess counts as an upload)"),
+    },
+)
+async def create_restoration(
+    image_id: str,
+    asked: RestorationRequest,
+    user: CurrentUser,
+    quota: UploadQuota,
+    clients: Clients,
+    settings: AppSettings,
+    models: Models,
+) -> RestorationOut:
+    # Someone else's, deleted or unknown: 404 before anything else is looked at.
+    await clients.history.GetImage(
+        history_pb2.GetImageRequest(image_id=image_id),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    options = await resolved(
+        models, OptionsAsked(model=asked.model, fidelity=asked.fidelity, faces=asked.faces, upscale=asked.upscale)
+    )
+    response = await clients.upload.CreateRestoration(
+        upload_pb2.CreateRestorationRequest(image_id=image_id, options=options),
+        timeout=settings.grpc_deadline_seconds,
+        metadata=call_metadata(user.token),
+    )
+    return RestorationOut.model_validate(
+        {
+            "id": response.restoration_id,
+            "options": options_fields(response.options),
+            "status": response.status,
+            "created_at": response.created_at.ToDatetime(tzinfo=UTC),
+        }
+    )
