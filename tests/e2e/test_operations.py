@@ -1,8 +1,9 @@
 """What admins read, proven on a stack of its own (so that every number is this script's): after
 a scripted sequence of sign-ins (one wrong code), uploads (one whose stored original is lost, so
-its restoration fails; one over the upload limit), a search, feedback, a report and a moderation,
-GET /v1/admin/stats shows exactly those numbers, by hour and by day, and the model figures equal
-those recomputed from the images' own quality data; each user's activity lists what they did;
+its restoration fails; one over the upload limit), a second version of one image, a search,
+feedback, a report and a moderation, GET /v1/admin/stats shows exactly those numbers, by hour and
+by day (the second version a restoration requested, not an upload), and the model figures equal
+those recomputed from the images' and versions' own quality data; each user's activity lists what they did;
 the audit log lists the moderation with its reason; the owner sees the hidden image under review;
 and a user gets 403 from every admin route the API documents."""
 
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import face_photo
+from tests.e2e.test_versions import wait_for_version
 from tests.e2e.test_walkthrough import bearer, wait_until_settled
 from tests.stack_harness import RunningStack, random_mobile
 
@@ -134,6 +136,16 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
     done = {name: item for name, item in items.items() if item["status"] == "done"}
     assert len(done) == 5
 
+    # Bob has his image restored again: one more restoration for the model, still one image.
+    second = http.post(f"/v1/images/{image['bob-1']}/restorations", headers=bearer(bob), json={"model": "classical"})
+    assert second.status_code == 202, second.text
+    assert second.json()["id"] == "r2"
+    bob_versions = wait_for_version(http, bob, image["bob-1"], "r2")["restorations"]
+    assert [version["status"] for version in bob_versions] == ["done", "done"]
+    second_quality = bob_versions[1]["quality"]
+    # It writes its own results and the original's thumbnail once more (bytes written, not kept).
+    rewritten = (ops_stack.var_dir / "s3" / BUCKET / "thumbnails" / f"{image['bob-1']}-original.jpg").stat().st_size
+
     # Alice searches with a face of one of her images, rates and reports results.
     search = http.post("/v1/search", headers=bearer(alice), json={"image_id": image["alice-2"], "face_index": 0})
     assert search.status_code == 200, search.text
@@ -173,8 +185,12 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
     again = http.post("/v1/search", headers=bearer(alice), json={"image_id": image["alice-2"], "face_index": 0})
     assert image["alice-1"] not in [match["image_id"] for match in again.json()["matches"]]
 
-    before_delete = eventually(lambda: settled(http, admin))
-    assert before_delete["usage"]["totals"]["stored_bytes"] == bucket_bytes(ops_stack) + lost_bytes
+    def stored_counted() -> dict[str, Any]:
+        body = settled(http, admin)
+        assert body["usage"]["totals"]["stored_bytes"] == bucket_bytes(ops_stack) + lost_bytes + rewritten
+        return body
+
+    before_delete = eventually(stored_counted)
     on_disk = bucket_bytes(ops_stack)
     delete_reason = "not the owner's face: confirmed"
     assert (
@@ -202,6 +218,7 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
         "codes_failed": 1,
         "code_send_failures": 0,
         "uploads": 6,
+        "restorations_requested": 1,
         "done": 5,
         "failed": 1,
         "rate_limited": 1,
@@ -231,14 +248,17 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
     assert sum(bucket["uploads"] for bucket in daily["usage"]["series"]) == 6
     assert hourly["users"] == 4 and hourly["admins"] == 1
 
-    # Model performance, recomputed from the images' own quality figures.
+    # Model performance, recomputed from the quality figures of every restoration: the images'
+    # first ones and Bob's second version.
     (restorer,) = hourly["models"]["restorers"]
     (analyzer,) = hourly["models"]["analyzers"]
-    qualities = [item["quality"] for item in done.values()]
+    qualities = [item["quality"] for item in done.values()] + [second_quality]
+    faces = [item["faces"] for item in done.values()] + [done["bob-1"]["faces"]]  # every version: the same faces
     assert restorer["model"] == qualities[0]["restorer_model"] and analyzer["model"] == qualities[0]["analyzer_model"]
+    assert second_quality["restorer_model"] == restorer["model"]
     for model in (restorer, analyzer):
-        assert (model["images"], model["done"], model["failed"]) == (6, 5, 1)
-        assert model["failure_rate"] == pytest.approx(1 / 6)
+        assert (model["images"], model["done"], model["failed"]) == (7, 6, 1)
+        assert model["failure_rate"] == pytest.approx(1 / 7)
         assert model["failures_by_reason"] == {"original_missing": 1}
         assert (model["ratings"], model["mean_rating"]) == (2, pytest.approx(3.0))
     durations = [quality["duration_ms"] for quality in qualities]
@@ -248,8 +268,8 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
         values = [quality["stage_ms"][stage] for quality in qualities]
         assert restorer["stage_ms"][stage]["p50"] == pytest.approx(np.percentile(values, 50)), stage
         assert restorer["stage_ms"][stage]["p95"] == pytest.approx(np.percentile(values, 95)), stage
-    assert restorer["faces_per_image"]["mean"] == pytest.approx(np.mean([item["faces"] for item in done.values()]))
-    identities = [item["quality"]["identity_min"] for item in done.values() if item["faces"]]
+    assert restorer["faces_per_image"]["mean"] == pytest.approx(np.mean(faces))
+    identities = [quality["identity_min"] for quality, count in zip(qualities, faces, strict=True) if count]
     assert restorer["identity_similarity"]["count"] == len(identities)
     assert restorer["identity_similarity"]["p5"] == pytest.approx(np.percentile(identities, 5))
     assert restorer["identity_similarity"]["p50"] == pytest.approx(np.percentile(identities, 50))
@@ -258,7 +278,7 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
 
     # Live queues, from the broker: nothing waits, every consumer is there.
     queues = {queue["consumer"]: queue for queue in hourly["queues"]}
-    for consumer in ("inference", "history", "admin"):
+    for consumer in ("inference.classical", "history", "admin"):
         queue = queues[consumer]
         assert queue["available"] and queue["consumers"] >= 1, queue
         assert (queue["messages"], queue["dead_letter_messages"]) == (0, 0), queue
@@ -306,6 +326,7 @@ def settled(client: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     body = stats(client, admin, granularity="day")
     totals = body["usage"]["totals"]
     assert (totals["uploads"], totals["done"], totals["failed"], totals["reports"]) == (6, 5, 1, 1)
+    assert totals["restorations_requested"] == 1
     return body
 
 

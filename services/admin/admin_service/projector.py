@@ -1,13 +1,17 @@
 """Turns the platform's events into the admin service's read models: usage counts, model
 results, users' activity and the moderation queue. Every write is keyed by the event (or the
-image), so an event handled twice changes nothing."""
+restoration), so an event handled twice changes nothing.
+
+An image can be restored more than once ("r1" with the upload, then "r2", "r3"... on request):
+each restoration counts for the model that made it, while the usage counts images (an upload,
+then its first restoration done or failed) and, apart, the restorations requested later."""
 
 from __future__ import annotations
 
 import uuid
 
 from admin_service.moderation import ModerationQueue
-from admin_service.results import ModelResults
+from admin_service.results import ModelResults, Restoration
 from admin_service.timeline import Timeline
 from admin_service.usage import UsageEntry, UsageLedger
 from facerestore.events.v1 import events_pb2
@@ -47,6 +51,8 @@ class AdminProjector:
             await self._activity(envelope.event_id, envelope.activity_recorded)
         elif kind == "image_uploaded":
             await self._uploaded(envelope)
+        elif kind == "restoration_requested":
+            await self._requested(envelope)
         elif kind == "image_restored":
             await self._restored(envelope)
         elif kind == "image_failed":
@@ -97,11 +103,20 @@ class AdminProjector:
             envelope.event_id, event.user_id, "image.uploaded", at_ms, {"image_id": event.image_id}
         )
 
+    async def _requested(self, envelope: events_pb2.Envelope) -> None:
+        event = envelope.restoration_requested
+        at_ms = int(event.requested_at.ToMilliseconds()) or _ms(envelope)
+        await self._results.requested(Restoration(event.image_id, event.restoration_id), event.user_id, at_ms)
+        await self._usage.add(
+            UsageEntry(envelope.event_id, at_ms, {"restorations_requested": 1}, user_id=event.user_id, active=True)
+        )
+
     async def _restored(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.image_restored
         at_ms = _ms(envelope)
+        restoration = Restoration(event.image_id, event.restoration_id)
         await self._results.restored(
-            event.image_id,
+            restoration,
             event.user_id,
             at_ms,
             {
@@ -116,15 +131,18 @@ class AdminProjector:
                 "result_bytes": event.stored_bytes,
             },
         )
+        # A later version's results take storage too, but the image was counted done already.
+        counts = {"done": 1} if restoration.is_first else {}
         await self._usage.add(
-            UsageEntry(envelope.event_id, at_ms, {"done": 1, "stored_bytes": event.stored_bytes}, user_id=event.user_id)
+            UsageEntry(envelope.event_id, at_ms, {**counts, "stored_bytes": event.stored_bytes}, user_id=event.user_id)
         )
 
     async def _failed(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.image_failed
         at_ms = _ms(envelope)
+        restoration = Restoration(event.image_id, event.restoration_id)
         await self._results.failed(
-            event.image_id,
+            restoration,
             event.user_id,
             at_ms,
             {
@@ -134,7 +152,8 @@ class AdminProjector:
                 "failure_reason": event.reason,
             },
         )
-        await self._usage.add(UsageEntry(envelope.event_id, at_ms, {"failed": 1}, user_id=event.user_id))
+        if restoration.is_first:  # a later version's failure leaves the image as it was
+            await self._usage.add(UsageEntry(envelope.event_id, at_ms, {"failed": 1}, user_id=event.user_id))
 
     async def _deleted(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.image_deleted
@@ -155,7 +174,11 @@ class AdminProjector:
     async def _rated(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.feedback_given
         at_ms = int(event.given_at.ToMilliseconds()) or _ms(envelope)
-        await self._results.rated(event.image_id, event.rating, at_ms)
+        models = {
+            "restorer_model": event.restorer_model or event.backend,
+            "analyzer_model": event.analyzer_model,
+        }
+        await self._results.rated(event.image_id, event.rating, at_ms, models)
         await self._moderation.rated(envelope.event_id, event.image_id, event.user_id, event.rating, at_ms)
         await self._usage.add(UsageEntry(envelope.event_id, at_ms, {"ratings": 1}, user_id=event.user_id, active=True))
         details = {"image_id": event.image_id, "rating": str(event.rating)}

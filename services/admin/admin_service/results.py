@@ -1,6 +1,12 @@
-"""Model performance: one document per image with what its restoration measured (from
-`image.uploaded`, `image.restored`, `image.failed`, `feedback.given`), summarised per restorer
-and per analyser model over the images that finished in a period.
+"""Model performance: one document per restoration with what it measured (from
+`image.uploaded`, `restoration.requested`, `image.restored`, `image.failed`, `feedback.given`),
+summarised per restorer and per analyser model over the restorations that finished in a period.
+
+An image's first restoration ("r1") has the document keyed by the image's id (as before
+versions existed, so older documents read the same); a later version's is keyed
+"<image_id>/<restoration_id>". Every version counts once for the model that made it. The
+image's rating lives on its first document with the models the rating names (those of the
+version the image showed when it was rated), and counts for them.
 
 Each event sets its own fields, so they may arrive in any order and more than once. The summary
 reads the period's documents (a projection of a few numbers each); percentiles are exact."""
@@ -53,8 +59,6 @@ class _Values:
     ratings: list[float] = field(default_factory=list)
 
     def add(self, doc: dict[str, Any]) -> None:
-        if doc.get("rating"):
-            self.ratings.append(float(doc["rating"]))
         if doc.get("status") == "failed":
             self.failed += 1
             self.reasons[reason_kind(str(doc.get("failure_reason", "")))] += 1
@@ -93,8 +97,40 @@ def reason_kind(reason: str) -> str:
 def summarise(docs: Iterable[dict[str, Any]], model_field: str) -> list[ModelSummary]:
     per_model: defaultdict[str, _Values] = defaultdict(_Values)
     for doc in docs:
-        per_model[str(doc.get(model_field) or "unknown")].add(doc)
+        made_by = str(doc.get(model_field) or "unknown")
+        per_model[made_by].add(doc)
+        if doc.get("rating"):
+            # Ratings recorded before they named their models count for the document's own.
+            rated = str(doc.get(f"rated_{model_field}") or made_by)
+            per_model[rated].ratings.append(float(doc["rating"]))
     return [values.summary(model) for model, values in sorted(per_model.items())]
+
+
+FIRST_RESTORATION = "r1"
+
+
+def result_key(image_id: str, restoration_id: str) -> str:
+    """The document of one restoration: the image's id for the first (events published before
+    versions existed carry no restoration id), "<image_id>/<restoration_id>" for a later one."""
+    if restoration_id in ("", FIRST_RESTORATION):
+        return image_id
+    return f"{image_id}/{restoration_id}"
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """Which restoration an event is about."""
+
+    image_id: str
+    restoration_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return result_key(self.image_id, self.restoration_id)
+
+    @property
+    def is_first(self) -> bool:
+        return self.key == self.image_id
 
 
 class ModelResults:
@@ -104,43 +140,75 @@ class ModelResults:
     async def create_indexes(self) -> None:
         await self._results.create_index("finished_at_ms")
         await self._results.create_index("user_id")
+        await self._results.create_index("image_id")
 
-    async def _set(self, image_id: str, fields: dict[str, Any]) -> None:
+    async def _set(self, restoration: Restoration, fields: dict[str, Any]) -> None:
         # `deleted` exists from the start: the stand-in matches no missing field with $ne in updates.
+        # A later version first seen after its image was deleted is born deleted.
+        deleted = False
+        if not restoration.is_first:
+            first = await self._results.find_one({"_id": restoration.image_id}, {"deleted": 1})
+            deleted = bool(first and first.get("deleted"))
+        identity = {"image_id": restoration.image_id, "restoration_id": restoration.restoration_id or FIRST_RESTORATION}
         await self._results.update_one(
-            {"_id": image_id}, {"$set": fields, "$setOnInsert": {"deleted": False, "rated_at_ms": 0}}, upsert=True
+            {"_id": restoration.key},
+            {"$set": {**identity, **fields}, "$setOnInsert": {"deleted": deleted, "rated_at_ms": 0}},
+            upsert=True,
         )
 
     async def uploaded(self, image_id: str, user_id: str, at_ms: int, original_bytes: int) -> None:
-        await self._set(image_id, {"user_id": user_id, "uploaded_at_ms": at_ms, "original_bytes": original_bytes})
-
-    async def restored(self, image_id: str, user_id: str, at_ms: int, measured: dict[str, Any]) -> None:
-        await self._set(image_id, {"user_id": user_id, "status": "done", "finished_at_ms": at_ms, **measured})
-
-    async def failed(self, image_id: str, user_id: str, at_ms: int, measured: dict[str, Any]) -> None:
-        await self._set(image_id, {"user_id": user_id, "status": "failed", "finished_at_ms": at_ms, **measured})
-
-    async def rated(self, image_id: str, rating: int, at_ms: int) -> None:
-        """The owner's latest rating (a later one replaces it, whatever order the events come in)."""
-        await self._results.update_one(
-            {"_id": image_id}, {"$setOnInsert": {"deleted": False, "rated_at_ms": 0}}, upsert=True
+        await self._set(
+            Restoration(image_id), {"user_id": user_id, "uploaded_at_ms": at_ms, "original_bytes": original_bytes}
         )
+
+    async def requested(self, restoration: Restoration, user_id: str, at_ms: int) -> None:
+        """A later version was asked for: its document exists from now on, so that deleting the
+        image marks it too, even before it finishes."""
+        await self._set(restoration, {"user_id": user_id, "requested_at_ms": at_ms})
+
+    async def restored(self, restoration: Restoration, user_id: str, at_ms: int, measured: dict[str, Any]) -> None:
+        await self._set(restoration, {"user_id": user_id, "status": "done", "finished_at_ms": at_ms, **measured})
+
+    async def failed(self, restoration: Restoration, user_id: str, at_ms: int, measured: dict[str, Any]) -> None:
+        await self._set(restoration, {"user_id": user_id, "status": "failed", "finished_at_ms": at_ms, **measured})
+
+    async def rated(self, image_id: str, rating: int, at_ms: int, models: dict[str, str]) -> None:
+        """The owner's latest rating (a later one replaces it, whatever order the events come in),
+        with the models it names (`rated_restorer_model`, `rated_analyzer_model`)."""
         await self._results.update_one(
-            {"_id": image_id, "rated_at_ms": {"$lt": at_ms}}, {"$set": {"rating": rating, "rated_at_ms": at_ms}}
+            {"_id": image_id},
+            {"$setOnInsert": {"image_id": image_id, "deleted": False, "rated_at_ms": 0}},
+            upsert=True,
+        )
+        named = {f"rated_{field}": model for field, model in models.items() if model}
+        await self._results.update_one(
+            {"_id": image_id, "rated_at_ms": {"$lt": at_ms}},
+            {"$set": {"rating": rating, "rated_at_ms": at_ms, **named}},
         )
 
     async def deleted(self, image_id: str) -> int:
-        """Mark the image deleted; returns the bytes it took in storage (0 if already counted)."""
-        doc = await self._results.find_one_and_update({"_id": image_id, "deleted": False}, {"$set": {"deleted": True}})
-        if doc is None:
-            return 0
-        return int(doc.get("original_bytes", 0)) + int(doc.get("result_bytes", 0))
+        """Mark every version of the image deleted; returns the bytes they took in storage (the
+        original and each version's results; 0 for those already counted)."""
+        freed = 0
+        first = await self._results.find_one_and_update(
+            {"_id": image_id, "deleted": False}, {"$set": {"deleted": True}}
+        )
+        if first is not None:
+            freed += int(first.get("original_bytes", 0)) + int(first.get("result_bytes", 0))
+        later = await self._results.find({"image_id": image_id, "deleted": False}, {"_id": 1}).to_list(None)
+        for doc in later:
+            marked = await self._results.find_one_and_update(
+                {"_id": doc["_id"], "deleted": False}, {"$set": {"deleted": True}}
+            )
+            if marked is not None:
+                freed += int(marked.get("result_bytes", 0))
+        return freed
 
     async def forget_user(self, user_id: str) -> None:
         await self._results.update_many({"user_id": user_id}, {"$set": {"user_id": ""}})
 
     async def summaries(self, from_ms: int, to_ms: int) -> tuple[list[ModelSummary], list[ModelSummary]]:
-        """Per restorer model and per analyser model, over the images finished in [from_ms, to_ms)."""
+        """Per restorer model and per analyser model, over the restorations finished in [from_ms, to_ms)."""
         projection = {
             name: 1
             for name in (
@@ -154,6 +222,8 @@ class ModelResults:
                 "identity_min",
                 "sharpness_gain",
                 "rating",
+                "rated_restorer_model",
+                "rated_analyzer_model",
             )
         }
         docs = await self._results.find({"finished_at_ms": {"$gte": from_ms, "$lt": to_ms}}, projection).to_list(None)

@@ -3,7 +3,8 @@ redelivered event counts once), bucketed by UTC hour and day, summed by MongoDB 
 
 Counts come from the events the services publish: auth's and history's activity records
 (sign-ups, sign-ins, codes, searches), the gateway's rate-limit tallies, upload's
-`image.uploaded`, inference's `image.restored` / `image.failed`, history's `image.deleted` and
+`image.uploaded` and `restoration.requested`, inference's `image.restored` / `image.failed`
+(`done` and `failed` count images: their first restoration only), history's `image.deleted` and
 `image.reported`. Times are epoch milliseconds (as everywhere here: the MongoDB stand-in compares
 numbers, not dates). The stand-in sums a missing field to null, hence the `or 0`s."""
 
@@ -26,6 +27,7 @@ COUNTERS = (
     "codes_failed",
     "code_send_failures",
     "uploads",
+    "restorations_requested",
     "done",
     "failed",
     "rate_limited",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aio_pika
 import numpy as np
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -20,6 +21,10 @@ from admin_service.usage import DAY_MS, HOUR_MS, UsageLedger
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
 from facerestore_common.activity import activity_envelope
+from facerestore_common.events import EventBus
+from facerestore_common.topology import CONSUMER_BINDINGS
+
+ADMIN_BINDINGS = CONSUMER_BINDINGS["admin"]
 
 DAY = 1_750_000_000_000 - 1_750_000_000_000 % DAY_MS  # a UTC midnight
 T0 = DAY + 10 * HOUR_MS  # 10:00 that day
@@ -274,3 +279,202 @@ async def test_ratings_give_a_mean_per_model_and_low_ones_open_moderation_cases(
     (case,), _ = await moderation.page("open", 10, "")
     assert (case.image_id, case.low_ratings, case.lowest_rating, case.reports) == ("img-1", 1, 1, 0)
     assert (await timeline.counts("alice"))["feedback.given"] == 4
+
+
+# --- versions: an image restored more than once ------------------------------------------------
+
+CODEFORMER = "codeformer-v0.1.0"
+
+
+def requested(event_id: str, image_id: str, user_id: str, at_ms: int, restoration_id: str) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="restoration.requested",
+        restoration_requested=events_pb2.RestorationRequested(
+            image_id=image_id,
+            user_id=user_id,
+            restoration_id=restoration_id,
+            options=events_pb2.RestorationOptions(model="codeformer", fidelity=0.7),
+        ),
+    )
+    envelope.restoration_requested.requested_at.FromMilliseconds(at_ms)
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+def version_restored(
+    event_id: str, image_id: str, user_id: str, at_ms: int, restoration_id: str, *, duration: float, identity: float
+) -> events_pb2.Envelope:
+    """A later version's outcome, made by CodeFormer."""
+    envelope = restored(event_id, image_id, user_id, at_ms, duration=duration, faces=1, identity=identity, gain=3.0)
+    event = envelope.image_restored
+    event.restoration_id = restoration_id
+    event.restorer_model, event.backend = CODEFORMER, "codeformer"
+    event.options.model = "codeformer"
+    event.stored_bytes = 2000
+    return envelope
+
+
+def version_failed(
+    event_id: str, image_id: str, user_id: str, at_ms: int, restoration_id: str, reason: str
+) -> events_pb2.Envelope:
+    envelope = failed(event_id, image_id, user_id, at_ms, reason)
+    event = envelope.image_failed
+    event.restoration_id = restoration_id
+    event.restorer_model, event.backend = CODEFORMER, "codeformer"
+    return envelope
+
+
+def deleted_event(event_id: str, image_id: str, user_id: str, at_ms: int) -> events_pb2.Envelope:
+    envelope = events_pb2.Envelope(
+        event_id=event_id,
+        type="image.deleted",
+        image_deleted=events_pb2.ImageDeleted(image_id=image_id, user_id=user_id, deleted_by="user"),
+    )
+    envelope.occurred_at.FromMilliseconds(at_ms)
+    return envelope
+
+
+async def test_every_version_counts_once_for_the_model_that_made_it(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    usage, results, _, _ = models
+    events = [
+        # img-1: classical first, then CodeFormer twice (r2 done, r3 failed).
+        uploaded("u1", "img-1", "alice", T0, size=5000),
+        restored("r1", "img-1", "alice", T0 + 1, duration=400.0, faces=1, identity=0.8, gain=2.0),
+        requested("q2", "img-1", "alice", T0 + HOUR_MS, "r2"),
+        version_restored("o2", "img-1", "alice", T0 + HOUR_MS + 1, "r2", duration=2600.0, identity=0.95),
+        requested("q3", "img-1", "alice", T0 + HOUR_MS + 2, "r3"),
+        version_failed("o3", "img-1", "alice", T0 + HOUR_MS + 3, "r3", "retries_exhausted: S3Error"),
+        # img-2: its first restoration failed, its second (CodeFormer) is done.
+        uploaded("u2", "img-2", "bob", T0 + 5, size=7000),
+        failed("f2", "img-2", "bob", T0 + 6, "original_missing"),
+        requested("q4", "img-2", "bob", T0 + HOUR_MS + 4, "r2"),
+        version_restored("o4", "img-2", "bob", T0 + HOUR_MS + 5, "r2", duration=3000.0, identity=0.75),
+    ]
+    for envelope in [*events, *reversed(events)]:  # delivered twice, the second time in reverse order
+        await project(envelope)
+
+    classical, codeformer = (await results.summaries(DAY, DAY + DAY_MS))[0]
+    assert (classical.model, codeformer.model) == ("classical-v1", CODEFORMER)
+    assert (classical.images, classical.done, classical.failed) == (2, 1, 1)
+    assert classical.failures_by_reason == {"original_missing": 1}
+    assert classical.duration_ms == Summary.of([400.0])
+    assert classical.identity_similarity == Summary.of([0.8])
+    assert (codeformer.images, codeformer.done, codeformer.failed) == (3, 2, 1)
+    assert codeformer.failures_by_reason == {"retries_exhausted": 1}
+    assert codeformer.failure_rate == pytest.approx(1 / 3)
+    assert codeformer.duration_ms.p50 == pytest.approx(np.percentile([2600.0, 3000.0], 50))
+    assert codeformer.identity_similarity.p5 == pytest.approx(np.percentile([0.95, 0.75], 5))
+    assert codeformer.sharpness_gain == Summary.of([3.0, 3.0])
+    (analyzer,) = (await results.summaries(DAY, DAY + DAY_MS))[1]
+    assert (analyzer.images, analyzer.done, analyzer.failed) == (5, 3, 2)
+
+    # Usage counts images: two uploads, each counted done or failed once, by its first restoration.
+    report = await usage.report(DAY, DAY + DAY_MS, "hour")
+    totals = report.totals.values
+    assert (totals["uploads"], totals["done"], totals["failed"], totals["restorations_requested"]) == (2, 1, 1, 3)
+    assert totals["stored_bytes"] == 5000 + 1000 + 7000 + 2000 + 2000  # originals, r1's and both r2s' results
+    ten, eleven = dict(report.series)[T0], dict(report.series)[T0 + HOUR_MS]
+    assert (ten.values["uploads"], ten.values["done"], ten.values["failed"]) == (2, 1, 1)
+    assert (eleven.values["restorations_requested"], eleven.values["done"], eleven.values["failed"]) == (3, 0, 0)
+    assert eleven.active_users == 2  # asking for another version is activity
+
+
+async def test_a_rating_counts_for_the_model_it_names(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    results = models[1]
+    await project(uploaded("u1", "img-1", "alice", T0, size=100))
+    await project(restored("r1", "img-1", "alice", T0 + 1, duration=100, faces=1, identity=0.9, gain=2))
+    await project(requested("q2", "img-1", "alice", T0 + 2, "r2"))
+    await project(version_restored("o2", "img-1", "alice", T0 + 3, "r2", duration=200, identity=0.9))
+    # Alice prefers r2 and rates it: history names the models of the version the image shows.
+    rating = rated("f1", "img-1", "alice", T0 + 10, 2)
+    rating.feedback_given.restorer_model, rating.feedback_given.analyzer_model = CODEFORMER, "dlib-resnet-v1"
+    await project(rating)
+    await project(rating)
+
+    (classical, codeformer), (analyzer,) = await results.summaries(DAY, DAY + DAY_MS)
+    assert (classical.ratings, classical.mean_rating) == (0, 0.0)
+    assert (codeformer.ratings, codeformer.mean_rating) == (1, 2.0)
+    assert (analyzer.ratings, analyzer.mean_rating) == (1, 2.0)
+
+
+async def test_deleting_an_image_marks_every_version_deleted_and_frees_their_bytes(
+    project: AdminProjector,
+    models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue],
+    database: AsyncIOMotorDatabase,
+) -> None:
+    usage = models[0]
+    # Written before versions existed: no image or restoration id in the document.
+    await database["results"].insert_one(
+        {
+            "_id": "img-1",
+            "user_id": "alice",
+            "uploaded_at_ms": T0,
+            "original_bytes": 5000,
+            "status": "done",
+            "finished_at_ms": T0 + 1,
+            "restorer_model": "classical-v1",
+            "analyzer_model": "dlib-resnet-v1",
+            "duration_ms": 100.0,
+            "faces": 1,
+            "identity_min": 0.9,
+            "result_bytes": 1000,
+            "deleted": False,
+            "rated_at_ms": 0,
+        }
+    )
+    await project(requested("q2", "img-1", "alice", T0 + 2, "r2"))
+    await project(version_restored("o2", "img-1", "alice", T0 + 3, "r2", duration=200, identity=0.9))
+    await project(requested("q3", "img-1", "alice", T0 + 4, "r3"))  # still being restored
+    await project(uploaded("u9", "img-9", "alice", T0 + 5, size=100))  # another image stays
+
+    (classical, codeformer), _ = await models[1].summaries(DAY, DAY + DAY_MS)
+    assert (classical.images, codeformer.images) == (1, 1)  # the old document reads as the first version
+
+    await project(deleted_event("d1", "img-1", "alice", T0 + 6))
+    await project(deleted_event("d1", "img-1", "alice", T0 + 6))  # redelivered
+    await project(deleted_event("d2", "img-1", "alice", T0 + 7))  # deleted again by another event
+    # r3 finishes after its image was deleted, and r4's outcome comes without its request.
+    await project(version_restored("o3", "img-1", "alice", T0 + 8, "r3", duration=300, identity=0.9))
+    await project(version_failed("o4", "img-1", "alice", T0 + 9, "r4", "original_missing"))
+
+    docs = {doc["_id"]: doc["deleted"] for doc in await database["results"].find({}, {"deleted": 1}).to_list(None)}
+    assert docs == {"img-1": True, "img-1/r2": True, "img-1/r3": True, "img-1/r4": True, "img-9": False}
+    report = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert report.totals.values["freed_bytes"] == 5000 + 1000 + 2000  # the original, r1's and r2's results
+    # Deleted or not, what each restoration did still counts for its model.
+    (classical, codeformer), _ = await models[1].summaries(DAY, DAY + DAY_MS)
+    assert (classical.images, codeformer.images, codeformer.done, codeformer.failed) == (1, 3, 2, 1)
+
+
+async def test_the_admin_queue_gets_reprocess_requests_whatever_model_they_name(
+    amqp_url: str, unique_name: str
+) -> None:
+    bus = EventBus(amqp_url, f"{unique_name}.events", unique_name, "test", topology={"admin": ADMIN_BINDINGS})
+    await bus.connect()
+    connection = await aio_pika.connect(amqp_url)
+    received = []
+    try:
+        with_model = requested("q1", "img-1", "alice", T0, "r2")
+        without_options = requested("q2", "img-2", "bob", T0, "r2")  # published before options existed
+        without_options.restoration_requested.ClearField("options")
+        for envelope in (with_model, without_options):
+            await bus.publish(envelope)
+        channel = await connection.channel()
+        queue = await channel.get_queue(bus.queue_name("admin"))
+        while (message := await queue.get(fail=False, timeout=5)) is not None:
+            received.append((message.routing_key, events_pb2.Envelope.FromString(message.body).event_id))
+            await message.ack()
+    finally:
+        await bus.close()
+        channel = await connection.channel()
+        for name in bus.consumer_queues("admin"):
+            await channel.queue_delete(name)
+        for exchange in (f"{unique_name}.events", f"{unique_name}.events.dlx"):
+            await channel.exchange_delete(exchange)
+        await connection.close()
+    assert received == [("restoration.requested.codeformer", "q1"), ("restoration.requested", "q2")]

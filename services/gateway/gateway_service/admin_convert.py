@@ -33,6 +33,7 @@ COUNTS = (
     "codes_failed",
     "code_send_failures",
     "uploads",
+    "restorations_requested",
     "done",
     "failed",
     "rate_limited",

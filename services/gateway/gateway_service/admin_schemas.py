@@ -18,8 +18,11 @@ class UsageCountsOut(BaseModel):
     codes_failed: int = Field(description="Verifications refused: a wrong, used or expired code")
     code_send_failures: int = Field(description="Codes the SMS or email provider did not take")
     uploads: int = Field(description="Uploads accepted")
-    done: int = Field(description="Restorations that ended done")
-    failed: int = Field(description="Restorations that ended failed")
+    restorations_requested: int = Field(
+        description="Later versions of stored images asked for (POST /v1/images/{id}/restorations)"
+    )
+    done: int = Field(description="Uploaded images whose restoration ended done (their first version)")
+    failed: int = Field(description="Uploaded images whose restoration ended failed (their first version)")
     rate_limited: int = Field(description="Requests refused by a rate limit (429)")
     rate_limited_by_limit: dict[str, int] = Field(default={}, description="Totals only: refusals per limit")
     active_users: int = Field(description="Distinct users who signed in, uploaded, searched or reported")
@@ -49,7 +52,7 @@ class DistributionOut(BaseModel):
 
 class ModelStatsOut(BaseModel):
     model: str
-    images: int = Field(description="Images that finished with this model: done + failed")
+    images: int = Field(description="Restorations that finished with this model (every version counts): done + failed")
     done: int
     failed: int
     failure_rate: float = Field(description="failed / images")
@@ -62,7 +65,9 @@ class ModelStatsOut(BaseModel):
     )
     sharpness_gain: DistributionOut
     ratings: int
-    mean_rating: float | None = Field(description="Mean feedback rating; null without ratings")
+    mean_rating: float | None = Field(
+        description="Mean feedback rating of the results this model made (the version rated); null without ratings"
+    )
 
 
 class ModelsOut(BaseModel):
