@@ -1,17 +1,21 @@
 # One image definition for every service. Build context: the repository root.
 #   docker build --build-arg SERVICE=auth --build-arg PORT=50051 -t facerestore/auth .
 #   docker build --build-arg SERVICE=inference --target gpu -t facerestore/inference-gpu .
+#   docker build --build-arg SERVICE=gateway --build-arg PORT=8080 --target gateway -t facerestore/gateway .
 # SERVICE names the folder under services/ (its package installs a `facerestore-<SERVICE>`
 # console script, which is the entrypoint); PORT is the service's own port (documentation
 # only: the service's settings default to it). Every service also serves /metrics on 9100.
 #
-# Targets: `runtime` (the default, CPU) and `gpu` (inference only: CUDA torch and
-# onnxruntime-gpu). The GPU image is python-slim plus NVIDIA's CUDA wheels (torch from the
-# PyTorch CUDA index brings the CUDA runtime, cuBLAS and cuDNN as pip packages), not an
-# nvidia/cuda base: the Python stays the same as in every other image, CUDA is pinned by
-# requirements/constraints.txt like any other dependency, and only the driver comes from
-# the node (the NVIDIA container toolkit mounts it).
+# Targets: `runtime` (the default, CPU), `gpu` (inference only: CUDA torch and
+# onnxruntime-gpu) and `gateway` (the gateway only: the runtime image plus the web client,
+# built from web/ by a Node stage that no other image uses).
+# The GPU image is python-slim plus NVIDIA's CUDA wheels (torch from the PyTorch CUDA index
+# brings the CUDA runtime, cuBLAS and cuDNN as pip packages), not an nvidia/cuda base: the
+# Python stays the same as in every other image, CUDA is pinned by requirements/constraints.txt
+# like any other dependency, and only the driver comes from the node (the NVIDIA container
+# toolkit mounts it).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG NODE_IMAGE=node:24.20.0-bookworm-slim
 
 # The `facerestore` stubs are generated from proto/, never copied from the host (.dockerignore).
 FROM ${PYTHON_IMAGE} AS stubs
@@ -66,6 +70,32 @@ RUN test "${SERVICE}" = inference || { echo "the gpu target is for SERVICE=infer
     && /opt/venv/bin/pip install --no-cache-dir -c requirements/constraints.txt \
         torch torchvision "onnxruntime-gpu[cuda,cudnn]"
 
+# The gateway's OpenAPI document, dumped by its own code: the web client's TypeScript SDK is
+# generated from it, as `make web` does (sdk/generate.py --only typescript).
+FROM builder AS openapi
+ARG SERVICE
+RUN test "${SERVICE}" = gateway || { echo "the gateway target is for SERVICE=gateway" >&2; exit 1; } \
+    && /opt/venv/bin/python -m gateway_service.openapi_document /src/build/openapi.json
+
+# The web client, built as `make web` builds it, in the repository's layout (tsconfig.json
+# finds the SDK at ../build/sdk/typescript): `npm ci` from web/package-lock.json, the SDK
+# (a warning from openapi-typescript fails the build, as in sdk/generate.py), then the type
+# check and Vite into web/dist.
+FROM ${NODE_IMAGE} AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/index.html web/vite.config.ts web/tsconfig.json ./
+COPY web/src/ src/
+COPY web/public/ public/
+COPY --from=openapi /src/build/openapi.json /src/build/openapi.json
+RUN if ! node_modules/.bin/openapi-typescript ../build/openapi.json \
+            --output ../build/sdk/typescript/schema.d.ts 2> /tmp/openapi-typescript.err \
+        || [ -s /tmp/openapi-typescript.err ]; then \
+        cat /tmp/openapi-typescript.err >&2; exit 1; \
+    fi \
+    && npm run --silent build
+
 # What every image runs as: no root, no shell login, a writable /app/var only.
 FROM ${PYTHON_IMAGE} AS base
 ARG PORT=9100
@@ -89,6 +119,13 @@ ENTRYPOINT ["facerestore-service"]
 FROM base AS gpu
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=gpu-builder /opt/venv /opt/venv
+
+# The gateway: the runtime image plus the web client, served at / from WEBAPP_DIR (owned by
+# root, so read-only to the service's user).
+FROM base AS gateway
+ENV WEBAPP_DIR=/app/web/dist
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=web /src/web/dist/ /app/web/dist/
 
 # The default target.
 FROM base AS runtime

@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import fnmatch
 import importlib
+import importlib.util
+import json
+import posixpath
 import re
 import subprocess
 import sys
@@ -77,6 +80,89 @@ def constraints() -> dict[str, str]:
     return pins
 
 
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults."""
+    result: dict[str, str] = {}
+    for keyword, arguments in instructions(path):
+        if keyword == "FROM":
+            return result
+        if keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            result[name] = default
+    return result
+
+
+def depends_on(all_stages: dict[str, list[tuple[str, str]]], name: str) -> set[str]:
+    """Every stage that building `name` builds: its FROM parents and COPY --from sources, transitively."""
+    found: set[str] = set()
+    pending = [name]
+    while pending:
+        stage = all_stages[pending.pop()]
+        direct = [stage[0][1].split()[0]]
+        direct += [arguments.split()[0].removeprefix("--from=") for keyword, arguments in stage if keyword == "COPY"]
+        for other in direct:
+            if other in all_stages and other not in found:
+                found.add(other)
+                pending.append(other)
+    return found
+
+
+def stage_environment(all_stages: dict[str, list[tuple[str, str]]], name: str) -> dict[str, str]:
+    """The ENV a stage's containers get, its parents' first (values without spaces or quotes)."""
+    environment: dict[str, str] = {}
+    for stage in reversed(lineage(all_stages, name)):
+        for keyword, arguments in all_stages[stage]:
+            if keyword == "ENV":
+                for item in arguments.split():
+                    key, _, value = item.partition("=")
+                    environment[key] = value
+    return environment
+
+
+def stage_workdir(all_stages: dict[str, list[tuple[str, str]]], name: str) -> str:
+    workdirs = [
+        arguments
+        for stage in reversed(lineage(all_stages, name))
+        for keyword, arguments in all_stages[stage]
+        if keyword == "WORKDIR"
+    ]
+    assert workdirs and workdirs[-1].startswith("/"), f"{name} has no absolute WORKDIR"
+    return workdirs[-1]
+
+
+def copied_to(workdir: str, source: str, destination: str) -> str:
+    """Where COPY puts `source` (a folder when it ends with /) given `destination`, absolute."""
+    target = posixpath.normpath(posixpath.join(workdir, destination))
+    if source.endswith("/") or not destination.endswith("/"):
+        return target
+    return posixpath.join(target, posixpath.basename(source))
+
+
+def make_recipe(target: str) -> list[str]:
+    """The commands of a Makefile rule, one a line."""
+    lines = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    assert recipe, f"the Makefile rule {target} runs nothing"
+    return recipe
+
+
+def shell_commands(run: str) -> list[str]:
+    return [command.strip() for command in run.split("&&")]
+
+
+def sdk_generator() -> Any:
+    spec = importlib.util.spec_from_file_location("sdk_generate", ROOT / "sdk" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 STAGES = stages(DOCKERFILE)
 
 
@@ -125,11 +211,11 @@ def test_images_run_as_a_non_root_user_on_a_pinned_base() -> None:
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm", base_arg), base_arg
     for name, stage in STAGES.items():
         parent = stage[0][1].split()[0]
-        assert parent in ("${PYTHON_IMAGE}", *STAGES), f"{name} starts from {parent}"
+        assert parent in ("${PYTHON_IMAGE}", "${NODE_IMAGE}", *STAGES), f"{name} starts from {parent}"
     base = dict(STAGES["base"])
     assert base["USER"] == "10001:10001"
     assert "useradd --system --no-log-init --uid 10001" in base["RUN"]
-    for target in ("runtime", "gpu"):
+    for target in ("runtime", "gpu", "gateway"):
         assert not [arguments for keyword, arguments in STAGES[target] if keyword == "USER"], "base's user stays"
 
 
@@ -150,6 +236,103 @@ def test_stubs_are_generated_from_proto_in_the_build() -> None:
     assert any("grpc_tools.protoc -I proto" in command for command in run)
     copied = [arguments for keyword, arguments in STAGES["builder"] if keyword == "COPY"]
     assert "--from=stubs /src/libs/common/ libs/common/" in copied
+
+
+def test_the_web_client_is_built_by_a_pinned_node_stage_as_make_web_builds_it() -> None:
+    arguments = global_args(DOCKERFILE)
+    node = re.fullmatch(r"node:(\d+)\.(\d+)\.\d+-(\w+)-slim", arguments["NODE_IMAGE"])
+    assert node, f"the Node image is pinned to a release: {arguments['NODE_IMAGE']}"
+    assert node.group(3) == arguments["PYTHON_IMAGE"].rsplit("-", 1)[-1], "the same Debian release as the Python images"
+    package = json.loads((ROOT / "web" / "package.json").read_text(encoding="utf-8"))
+    engine = re.fullmatch(r">=(\d+)\.(\d+)", package["engines"]["node"])
+    assert engine and (int(node.group(1)), int(node.group(2))) >= (int(engine.group(1)), int(engine.group(2)))
+
+    web = STAGES["web"]
+    assert web[0] == ("FROM", "${NODE_IMAGE} AS web")
+    workdir = stage_workdir(STAGES, "web")
+    assert posixpath.basename(workdir) == "web", "web/ in the repository's layout: tsconfig.json reaches ../build"
+    runs = [shell_commands(arguments) for keyword, arguments in web if keyword == "RUN"]
+    # The Makefile's commands, run in web/ as there: npm ci from the lockfile, then the build.
+    (install,) = make_recipe("web/node_modules/.stamp")[:1]
+    (build,) = make_recipe("build/web.stamp")[:1]
+    for command in (install, build):
+        assert command.startswith("cd web && "), command
+        assert any(command.removeprefix("cd web && ") in run for run in runs), f"the web stage does not run {command}"
+    npm_ci = web.index(("RUN", install.removeprefix("cd web && ")))
+    copies = [(index, arguments.split()) for index, (keyword, arguments) in enumerate(web) if keyword == "COPY"]
+    lockfile = next(index for index, parts in copies if "web/package-lock.json" in parts[:-1])
+    assert lockfile < npm_ci, "npm ci needs web/package-lock.json"
+
+    # Exactly what the Makefile builds from (WEB_SOURCES) plus the package files, each where
+    # it is in the repository.
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (sources_line,) = [line for line in makefile.splitlines() if line.startswith("WEB_SOURCES :=")]
+    web_sources = set(re.findall(r"web/[\w./-]+", sources_line)) | {"web/package.json", "web/package-lock.json"}
+    copied: set[str] = set()
+    for _, parts in copies:
+        if parts[0].startswith("--from="):
+            continue
+        *sources, destination = parts
+        for source in sources:
+            relative = source.removeprefix("web/").rstrip("/")
+            assert copied_to(workdir, source, destination) == posixpath.join(workdir, relative), source
+            copied.add(source.rstrip("/"))
+    assert copied == web_sources
+
+    # The TypeScript SDK: the gateway's document, dumped as sdk/generate.py dumps it, turned
+    # into the types at the path tsconfig.json maps @sdk/* to, as the package's sdk script does.
+    generate = sdk_generator()
+    src = posixpath.dirname(workdir)
+    document = posixpath.join(src, generate.DOCUMENT.relative_to(ROOT).as_posix())
+    assert lineage(STAGES, "openapi") == ["openapi", "builder"]
+    (dump,) = [arguments for keyword, arguments in STAGES["openapi"] if keyword == "RUN"]
+    assert dump.startswith('test "${SERVICE}" = gateway || ')
+    assert f"/opt/venv/bin/python -m gateway_service.openapi_document {document}" in shell_commands(dump)
+    assert ("COPY", f"--from=openapi {document} {document}") in web
+    sdk_run = " ".join(" && ".join(run) for run in runs)
+    assert f"node_modules/.bin/{package['scripts']['sdk']} " in sdk_run
+    sdk_out = re.search(r"--output (\S+)", package["scripts"]["sdk"])
+    sdk_in = package["scripts"]["sdk"].split()[1]
+    assert sdk_out and posixpath.normpath(posixpath.join(workdir, sdk_in)) == document
+    schema = posixpath.normpath(posixpath.join(workdir, sdk_out.group(1)))
+    assert schema == posixpath.join(src, generate.TYPESCRIPT_OUT.relative_to(ROOT).as_posix())
+    tsconfig = json.loads((ROOT / "web" / "tsconfig.json").read_text(encoding="utf-8"))
+    (sdk_path,) = tsconfig["compilerOptions"]["paths"]["@sdk/*"]
+    assert posixpath.normpath(posixpath.join(workdir, sdk_path.removesuffix("*"))) == posixpath.dirname(schema)
+    # Like sdk/generate.py, anything openapi-typescript says on stderr fails the build.
+    assert "2> /tmp/openapi-typescript.err" in sdk_run and "[ -s /tmp/openapi-typescript.err ]" in sdk_run
+    assert sdk_run.index("openapi-typescript ") < sdk_run.index(build.removeprefix("cd web && "))
+
+
+def test_only_the_gateway_image_carries_the_web_client_where_the_gateway_serves_it() -> None:
+    # No other target builds the Node stage (BuildKit builds only what a target needs).
+    carrying = {target for target in ("runtime", "gpu", "gateway") if "web" in depends_on(STAGES, target)}
+    assert carrying == {"gateway"}
+    assert [name for name in STAGES if name != "gateway" and "web" in depends_on(STAGES, name)] == []
+    assert list(STAGES).index("gateway") < list(STAGES).index("runtime")
+
+    assert lineage(STAGES, "gateway") == ["gateway", "base"]
+    copies = [arguments for keyword, arguments in STAGES["gateway"] if keyword == "COPY"]
+    assert copies[0] == "--from=builder /opt/venv /opt/venv", "the runtime image's virtualenv"
+    (web_copy,) = copies[1:]
+    source, destination = web_copy.removeprefix("--from=web ").split()  # no --chown: root's, read-only to the app
+    vite = (ROOT / "web" / "vite.config.ts").read_text(encoding="utf-8")
+    out_dir = re.search(r'outDir:\s*"([^"]+)"', vite)
+    assert out_dir and source.rstrip("/") == posixpath.join(stage_workdir(STAGES, "web"), out_dir.group(1))
+
+    # The gateway reads WEBAPP_DIR (else its default, relative to the working directory).
+    settings = importlib.import_module("gateway_service.settings").Settings
+    served = stage_environment(STAGES, "gateway").get("WEBAPP_DIR", settings.model_fields["webapp_dir"].default)
+    served = posixpath.join(stage_workdir(STAGES, "gateway"), served)
+    assert served == destination.rstrip("/")
+    assert not served.startswith("/app/var"), "the web client is not in the writable folder"
+    assert "WEBAPP_DIR" not in stage_environment(STAGES, "runtime")
+
+
+def test_the_gateway_reads_the_web_client_folder_from_webapp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = importlib.import_module("gateway_service.settings").Settings
+    monkeypatch.setenv("WEBAPP_DIR", "/somewhere/dist")
+    assert settings().webapp_dir == "/somewhere/dist"
 
 
 def test_what_the_dockerfile_copies_is_in_the_build_context() -> None:
@@ -177,6 +360,15 @@ def test_what_the_dockerfile_copies_is_in_the_build_context() -> None:
     # Stubs come from proto/ in the build; the host's generated copy must never reach it.
     assert ignored("libs/common/facerestore")
     assert ignored("services/auth/tests")
+    # The web stage gets web/'s sources and lockfile; never the host's npm packages, build or SDK.
+    web_files = [path for path in (ROOT / "web").rglob("*") if path.is_file()]
+    web_files = [path for path in web_files if path.relative_to(ROOT / "web").parts[0] not in ("node_modules", "dist")]
+    assert ROOT / "web" / "package-lock.json" in web_files and ROOT / "web" / "src" / "main.ts" in web_files
+    for path in web_files:
+        assert not ignored(path.relative_to(ROOT).as_posix()), path
+    for generated in ("web/node_modules", "web/node_modules/vite/package.json", "web/dist/index.html"):
+        assert ignored(generated), generated
+    assert ignored("build/openapi.json") and ignored("build/sdk/typescript/schema.d.ts")
 
 
 def test_packages_installed_by_name_are_pinned_and_the_cuda_index_matches_the_pins() -> None:
@@ -253,7 +445,8 @@ def test_skaffold_builds_every_service_from_the_one_dockerfile() -> None:
         docker = artifact["docker"]
         assert artifact["context"] == "."
         assert (ROOT / artifact["context"] / docker["dockerfile"]).resolve() == DOCKERFILE
-        assert docker["target"] == "runtime"
+        assert docker["target"] == ("gateway" if service == "gateway" else "runtime")
+        assert docker["target"] in STAGES
         assert docker["buildArgs"]["SERVICE"] == service
         settings = importlib.import_module(f"{service}_service.settings").Settings.model_fields
         port = next((settings[key].default for key in ("grpc_port", "http_port") if key in settings), None)
@@ -284,7 +477,8 @@ def test_skaffold_profile(name: str | None, values_file: str | None, gpu_image: 
     artifacts = {artifact["image"]: artifact for artifact in config["build"]["artifacts"]}
     gpu = artifacts.pop("facerestore/inference-gpu", None)
     assert sorted(artifacts) == sorted(f"facerestore/{service}" for service in SERVICES)
-    assert {artifact["docker"]["target"] for artifact in artifacts.values()} == {"runtime"}
+    targets = {image: artifact["docker"]["target"] for image, artifact in artifacts.items()}
+    assert targets == {f"facerestore/{s}": "gateway" if s == "gateway" else "runtime" for s in SERVICES}
     if gpu_image:
         assert gpu is not None
         assert gpu["context"] == "." and gpu["docker"]["dockerfile"] == "Dockerfile"
@@ -320,6 +514,9 @@ def test_skaffold_profile(name: str | None, values_file: str | None, gpu_image: 
     images = workload_images(rendered)
     ours = {image for used in images.values() for image in used if "facerestore/" in image}
     assert ours == {f"{repo}:{tag}" for repo, tag in built.values()}
-    inference = "facerestore_inference_gpu" if gpu_image else "facerestore_inference"
-    assert images["inference"] == {"{}:{}".format(*built[inference])}
+    # The GPU worker group runs the GPU image in the gpu profile; the CPU group and the embedder
+    # the CPU one.
+    if gpu_image:
+        assert images["inference-gpu"] == {"{}:{}".format(*built["facerestore_inference_gpu"])}
+    assert images["inference-cpu"] == {"{}:{}".format(*built["facerestore_inference"])}
     assert images["embedder"] == {"{}:{}".format(*built["facerestore_inference"])}
