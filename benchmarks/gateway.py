@@ -17,13 +17,16 @@ ratios, checks the targets of issue 12 and writes everything as JSON (--out).
 
 The inference worker runs with INFERENCE_ROLES=embed, so the uploads wait in the queue instead
 of being restored on the same two cores while latencies are measured (in production it runs on
-its own nodes). The per-IP limit is raised so that one address can load the gateway, but it is
-still counted on every request. --profile DIR records the gateway with py-spy during its runs
-of the first round (raw stacks in DIR, the hottest functions printed)."""
+its own nodes). The classical model is offered through a standby entry in the model registry, as
+for a worker group scaled to zero, so that uploads are accepted for it. The per-IP limit is
+raised so that one address can load the gateway, but it is still counted on every request.
+--profile DIR records the gateway with py-spy during its runs of the first round (raw stacks in
+DIR, the hottest functions printed)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import io
 import json
@@ -42,10 +45,15 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facerestore_common.model_registry import ModelOffer, ModelRegistry  # noqa: E402
+from inference_service.announcer import standby_id  # noqa: E402
+from inference_service.models import MAX_UPSCALE  # noqa: E402
+from inference_service.restoration.classical import ClassicalRestorer  # noqa: E402
 from tests.conftest import face_photo  # noqa: E402 - the repository root is put on the path first
 from tests.stack_harness import RunningStack, free_ports, random_mobile  # noqa: E402
 
@@ -242,6 +250,20 @@ def print_hottest(raw: Path, top: int = 30) -> None:
         print(f"    {100 * count / busy:5.1f}% self  {frame}")
 
 
+def offer_classical_on_standby(stack: RunningStack) -> None:
+    """The registry entry a scaled-to-zero group keeps: uploads are accepted and wait in its queue."""
+    offer = ModelOffer("classical", ClassicalRestorer.model_id, ClassicalRestorer.version, "", False, None, MAX_UPSCALE)
+
+    async def announce() -> None:
+        redis = Redis.from_url(stack.environment().get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        try:
+            await ModelRegistry(redis, stack.namespace).announce(standby_id("bench"), [offer], ttl_seconds=3600)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(announce())
+
+
 def sign_in_with_images(stack: RunningStack, count: int) -> tuple[dict[str, str], str]:
     photo = jpeg_of_size(40 * 1024)
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
@@ -306,6 +328,7 @@ def main() -> None:
     try:
         print("starting the platform...", flush=True)
         stack.start()
+        offer_classical_on_standby(stack)
         headers, image_id = sign_in_with_images(stack, 25)
         gateway_process = gateway_pid(stack)
         platform_pids = stack.leftover_processes()

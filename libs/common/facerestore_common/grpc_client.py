@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from facerestore_common.grpc_client_telemetry import ClientTelemetryInterceptor
+from facerestore_common.grpc_client_telemetry import TelemetryChannel
 from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, request_id_var
 from facerestore_common.settings import AuthClientSettings
 from facerestore_common.telemetry import current_traceparent
@@ -45,11 +45,9 @@ def channel_options(max_message_bytes: int = 8 * 1024 * 1024) -> list[ChannelOpt
 def insecure_channel(
     target: str, max_message_bytes: int = 8 * 1024 * 1024, extra_options: Sequence[ChannelOption] = ()
 ) -> grpc.aio.Channel:
-    # Every call records a client span and client metrics (grpc_client_telemetry).
-    return grpc.aio.insecure_channel(
-        target,
-        options=[*channel_options(max_message_bytes), *extra_options],
-        interceptors=[ClientTelemetryInterceptor()],
+    # Every unary call records a client span and client metrics (grpc_client_telemetry).
+    return TelemetryChannel(
+        grpc.aio.insecure_channel(target, options=[*channel_options(max_message_bytes), *extra_options])
     )
 
 

@@ -13,7 +13,7 @@ import enum
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -82,19 +82,28 @@ def _passed_on_metadata(error: grpc.aio.AioRpcError) -> tuple[tuple[str, str], .
     return tuple((key, str(value)) for key, value in (error.trailing_metadata() or ()) if key in keys)
 
 
-def _wrap_unary(handler: grpc.RpcMethodHandler, wrapper: Callable[..., Any]) -> grpc.RpcMethodHandler:
-    if handler is None or handler.unary_unary is None:
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        wrapper(handler.unary_unary),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, trace continuation, one log line per call, metrics, and the mapping
-    of domain errors to status codes (with a stable reason in trailing metadata)."""
+class HandlerWrapper(grpc.aio.ServerInterceptor):
+    """Server-side work around each unary method, as a wrapper of the method's behaviour.
+
+    GrpcServer applies it once per method, when the method is registered: grpc.aio runs any
+    interceptor's coroutine and builds a new handler on every call, which cost about as much as
+    the rest of the call's own handling. Passed to a grpc.aio server as an interceptor, it works
+    as one too (its wrapped handlers kept per method). Health checks are left alone."""
+
+    def wrap(self, method: str, behaviour: Behaviour) -> Behaviour:
+        raise NotImplementedError
+
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        if handler is None or handler.unary_unary is None or method.startswith("/grpc.health"):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self.wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     async def intercept_service(
         self,
@@ -103,94 +112,150 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if method.startswith("/grpc.health"):
-            return handler
+        wrapped: dict[str, tuple[Any, Any]] = self.__dict__.setdefault("_wrapped_handlers", {})
+        known = wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = wrapped[method] = (handler, self.wrap_handler(method, handler))
+        return known[1]
 
-        def wrapper(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                metadata = _metadata(context)
-                request_id_var.set(metadata.get("x-request-id") or uuid.uuid4().hex)
-                client_ip_var.set(metadata.get(CLIENT_IP_METADATA_KEY, ""))
-                token = otel_context.attach(context_from_traceparent(metadata.get("traceparent", "")))
-                started = time.perf_counter()
-                code = grpc.StatusCode.OK
-                try:
-                    with tracer.start_as_current_span(method, kind=SpanKind.SERVER):
-                        try:
-                            return await inner(request, context)
-                        except DomainError as error:
-                            code = error.status
-                            context.set_trailing_metadata(error.trailing_metadata())
-                            log.info(
-                                "rpc_refused", method=method, code=code.name, reason=error.reason, detail=error.detail
-                            )
-                            await context.abort(error.status, error.detail)
-                        except grpc.aio.AioRpcError as error:
-                            # A downstream service refused: pass its status and reason on.
-                            code = error.code()
-                            passed_on = _passed_on_metadata(error)
-                            reason = dict(passed_on).get(REASON_METADATA_KEY)
-                            if passed_on:
-                                context.set_trailing_metadata(passed_on)
-                            log.info("rpc_downstream_refused", method=method, code=code.name, reason=reason)
-                            await context.abort(code, error.details() or "")
-                        except asyncio.CancelledError:
-                            code = grpc.StatusCode.CANCELLED
+
+class RequestContextInterceptor(HandlerWrapper):
+    """Request id, trace continuation, one log line per call, metrics, and the mapping
+    of domain errors to status codes (with a stable reason in trailing metadata)."""
+
+    def wrap(self, method: str, behaviour: Behaviour) -> Behaviour:
+        duration = RPC_DURATION.labels(method)
+        totals: dict[grpc.StatusCode, Any] = {}
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = _metadata(context)
+            request_id_var.set(metadata.get("x-request-id") or uuid.uuid4().hex)
+            client_ip_var.set(metadata.get(CLIENT_IP_METADATA_KEY, ""))
+            token = otel_context.attach(context_from_traceparent(metadata.get("traceparent", "")))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                with tracer.start_as_current_span(method, kind=SpanKind.SERVER):
+                    try:
+                        return await behaviour(request, context)
+                    except DomainError as error:
+                        code = error.status
+                        context.set_trailing_metadata(error.trailing_metadata())
+                        log.info("rpc_refused", method=method, code=code.name, reason=error.reason, detail=error.detail)
+                        await context.abort(error.status, error.detail)
+                    except grpc.aio.AioRpcError as error:
+                        # A downstream service refused: pass its status and reason on.
+                        code = error.code()
+                        passed_on = _passed_on_metadata(error)
+                        reason = dict(passed_on).get(REASON_METADATA_KEY)
+                        if passed_on:
+                            context.set_trailing_metadata(passed_on)
+                        log.info("rpc_downstream_refused", method=method, code=code.name, reason=reason)
+                        await context.abort(code, error.details() or "")
+                    except asyncio.CancelledError:
+                        code = grpc.StatusCode.CANCELLED
+                        raise
+                    except Exception as error:
+                        if isinstance(error, grpc.aio.AbortError):
                             raise
-                        except Exception as error:
-                            if isinstance(error, grpc.aio.AbortError):
-                                raise
-                            code = grpc.StatusCode.INTERNAL
-                            log.error("rpc_failed", method=method, exc_info=True)
-                            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-                finally:
-                    elapsed = time.perf_counter() - started
-                    RPC_DURATION.labels(method).observe(elapsed)
-                    RPC_TOTAL.labels(method, code.name).inc()
-                    log.info("rpc", method=method, code=code.name, duration_ms=round(elapsed * 1000, 1))
-                    otel_context.detach(token)
+                        code = grpc.StatusCode.INTERNAL
+                        log.error("rpc_failed", method=method, exc_info=True)
+                        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                elapsed = time.perf_counter() - started
+                duration.observe(elapsed)
+                total = totals.get(code)
+                if total is None:
+                    total = totals[code] = RPC_TOTAL.labels(method, code.name)
+                total.inc()
+                log.info("rpc", method=method, code=code.name, duration_ms=round(elapsed * 1000, 1))
+                otel_context.detach(token)
 
-            return call
-
-        return _wrap_unary(handler, wrapper)
+        return call
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(HandlerWrapper):
     """Verifies the bearer token and the role each method needs; methods not listed need a user."""
 
     def __init__(self, verifier: TokenVerifier, policy: Mapping[str, Access]) -> None:
         self._verifier = verifier
         self._policy = policy
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if method.startswith("/grpc.health"):
-            return handler
+    def wrap(self, method: str, behaviour: Behaviour) -> Behaviour:
         access = self._policy.get(method.rsplit("/", 1)[-1], Access.USER)
         verifier = self._verifier
 
-        def wrapper(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                current_principal.set(None)
-                token = bearer_token(_metadata(context).get("authorization"))
-                if token is not None and access is not Access.PUBLIC:
-                    current_principal.set(await verifier.verify(token))
-                if access is not Access.PUBLIC:
-                    principal = current_principal.get()
-                    if principal is None:
-                        raise Unauthenticated("a bearer token is required")
-                    if access is Access.ADMIN and not principal.is_admin:
-                        raise PermissionDenied("this needs the admin role")
-                return await inner(request, context)
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            current_principal.set(None)
+            token = bearer_token(_metadata(context).get("authorization"))
+            if token is not None and access is not Access.PUBLIC:
+                current_principal.set(await verifier.verify(token))
+            if access is not Access.PUBLIC:
+                principal = current_principal.get()
+                if principal is None:
+                    raise Unauthenticated("a bearer token is required")
+                if access is Access.ADMIN and not principal.is_admin:
+                    raise PermissionDenied("this needs the admin role")
+            return await behaviour(request, context)
 
-            return call
+        return call
 
-        return _wrap_unary(handler, wrapper)
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Callable[[str, Any], Any]) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, self._wrap(method, handler))
+        return known[1]
+
+
+class WrappingServer(grpc.aio.Server):
+    """A grpc.aio server whose methods are wrapped by `wrappers` (the first outermost) as they
+    are registered; everything else is the server's own."""
+
+    def __init__(self, server: grpc.aio.Server, wrappers: Sequence[HandlerWrapper]) -> None:
+        self._server = server
+        self._wrappers = list(reversed(wrappers))
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        for wrapper in self._wrappers:
+            handler = wrapper.wrap_handler(method, handler)
+        return handler
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedGenericHandler(handler, self._wrap) for handler in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {name: self._wrap(f"/{service_name}/{name}", handler) for name, handler in method_handlers.items()},
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self._server.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return int(self._server.add_secure_port(address, server_credentials))
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - grpc.aio's signature
+        return bool(await self._server.wait_for_termination(timeout))
 
 
 class GrpcServer:
@@ -213,10 +278,13 @@ class GrpcServer:
         check_interval_seconds: float = 5.0,
         check_timeout_seconds: float = 2.0,
     ) -> None:
-        self.server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), *interceptors],
-            options=server_options(max_message_bytes, max_connection_age_seconds, max_connection_age_grace_seconds),
-        )
+        chain = [RequestContextInterceptor(), *interceptors]
+        options = server_options(max_message_bytes, max_connection_age_seconds, max_connection_age_grace_seconds)
+        self.server: grpc.aio.Server
+        if all(isinstance(interceptor, HandlerWrapper) for interceptor in chain):
+            self.server = WrappingServer(grpc.aio.server(options=options), chain)  # type: ignore[arg-type]
+        else:
+            self.server = grpc.aio.server(interceptors=chain, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = service_names

@@ -27,7 +27,19 @@ def _add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _add_service(service: str) -> Any:
+    def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["service"] = service
+        return event
+
+    return add_service
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
+    """Our own events are rendered and written by structlog directly, without passing through
+    the standard library's logging (a LogRecord, handlers and a formatter cost several times the
+    rendering itself, and the gateway and services log a line per request); other libraries'
+    log records go through a standard handler that renders them the same way."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -35,16 +47,17 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         _add_context,
         structlog.processors.format_exc_info,
     ]
+    threshold = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, _add_service(service), structlog.processors.JSONRenderer()],
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold if isinstance(threshold, int) else logging.INFO),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
-            lambda _, __, event: {**event, "service": service},
+            _add_service(service),
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.JSONRenderer(),
         ],

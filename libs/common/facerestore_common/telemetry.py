@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from facerestore_common.logging import get_logger
 
@@ -67,14 +68,28 @@ def configure_tracing(service: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+# Only a W3C traceparent travels between our services (in gRPC metadata and events): read and
+# written by the W3C propagator itself, not the configured composite one (which would also look
+# for baggage on every call), and without a context when there is none.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
+def traceparent_of(span: trace.Span) -> str:
+    """The W3C traceparent naming `span` as the parent, or "" when it has no valid context."""
+    span_context = span.get_span_context()
+    if not span_context.is_valid:
+        return ""
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+
+
 def current_traceparent() -> str:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent", "")
+    return traceparent_of(trace.get_current_span())
 
 
 def context_from_traceparent(traceparent: str) -> context.Context:
-    return propagate.extract({"traceparent": traceparent} if traceparent else {})
+    if not traceparent:
+        return context.Context()
+    return _TRACE_CONTEXT.extract({"traceparent": traceparent})
 
 
 def current_trace_id() -> str:

@@ -20,6 +20,9 @@ _DECODING = frozenset({*range(0xC0, 0xC8), *range(0xC9, 0xD0), 0xDB, 0xDC, 0xDD,
 # Markers without a length: TEM and the restart markers.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _FILL = re.compile(rb"\xff+")
+# In entropy-coded data a 0xFF (after any fill bytes) is followed by 0x00 (a stuffed byte) or a
+# restart marker; the first 0xFF followed by anything else is the next real marker's.
+_MARKER_BYTE_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def strip_metadata(content: bytes) -> bytes | None:
@@ -69,18 +72,14 @@ def _adobe_marker_needed(payload: bytes) -> bool:
 
 def _end_of_scan(content: bytes, pos: int) -> int | None:
     """The offset of the first real marker (with its fill bytes) after entropy-coded data."""
-    while True:
-        start = content.find(b"\xff", pos)
-        if start < 0:
-            return None
-        after = _skip_fill(content, start)
-        if after >= len(content):
-            return None
-        following = content[after]
-        if following == 0x00 or 0xD0 <= following <= 0xD7:
-            pos = after + 1
-            continue
-        return start
+    # Searched in C: a photo's scan holds thousands of stuffed bytes.
+    found = _MARKER_BYTE_AFTER_SCAN.search(content, pos)
+    if found is None:
+        return None
+    start = found.start()
+    while start > pos and content[start - 1] == 0xFF:  # the fill bytes before the marker's own 0xFF
+        start -= 1
+    return start
 
 
 def _skip_fill(content: bytes, pos: int) -> int:

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
+from PIL import ExifTags, Image, ImageChops, ImageOps, JpegImagePlugin
 
 from facerestore_common.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from facerestore_common.images import jpeg_markers, png_chunks
@@ -220,7 +220,11 @@ def _same_pixels(candidate: bytes, fmt: str, reference: Image.Image) -> bool:
             if decoded.mode != "RGB" or decoded.size != reference.size:
                 return False
             decoded.load()
-            return all(decoded.crop(box).tobytes() == reference.crop(box).tobytes() for box in _bands(reference))
+            # A band's difference is black (no bounding box) exactly when its pixels are equal.
+            return all(
+                ImageChops.difference(decoded.crop(box), reference.crop(box)).getbbox() is None
+                for box in _bands(reference)
+            )
     except Exception:  # a candidate that does not decode is not used; the re-encode always is
         return False
 
