@@ -13,11 +13,9 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
-from facerestore_common import mongo
 from facerestore_common.events import EventBus, new_envelope
 from facerestore_common.images import ImageLimits
 from facerestore_common.metadata import parse_metadata
-from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from upload_service.erasure import UploadErasure
 from upload_service.idempotency import IdempotencyKeys
@@ -28,21 +26,6 @@ LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000
 ALICE = "user-alice"
 # A user id that starts like Alice's: a prefix match would take his claims too.
 ALICE_TWIN = "user-alice-2"
-
-
-@pytest.fixture
-async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMotorDatabase]:
-    db = mongo.connect(mongo_url, unique_name)
-    yield db
-    await db.client.drop_database(unique_name)
-    db.client.close()
-
-
-@pytest.fixture
-async def blobs(s3_endpoint: str, unique_name: str) -> BlobStore:
-    store = BlobStore(StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=f"u-{unique_name}"))
-    await store.ensure_bucket()
-    return store
 
 
 @pytest.fixture

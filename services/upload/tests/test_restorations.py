@@ -7,21 +7,17 @@ not found; a request the broker cannot take now is published later by the relay,
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aio_pika
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
-from facerestore_common import mongo
 from facerestore_common.errors import InvalidArgument, NotFound, Unprocessable
 from facerestore_common.events import EventBus
 from facerestore_common.images import ImageLimits
 from facerestore_common.metadata import parse_metadata
-from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from upload_service.erasure import UploadErasure
 from upload_service.idempotency import IdempotencyKeys
@@ -35,36 +31,6 @@ ALICE = "user-alice"
 BOB = "user-bob"
 CODEFORMER = events_pb2.RestorationOptions(model="codeformer", fidelity=0.7, faces=[2, 0], upscale=2)
 GFPGAN = events_pb2.RestorationOptions(model="gfpgan", upscale=1)
-
-
-@pytest.fixture(scope="module")
-def face_jpeg() -> bytes:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or spec.origin is None:
-        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
-    return (Path(spec.origin).parent / "data" / "images" / "t1.jpg").read_bytes()
-
-
-@pytest.fixture
-async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMotorDatabase]:
-    db = mongo.connect(mongo_url, unique_name)
-    yield db
-    await db.client.drop_database(unique_name)
-    db.client.close()
-
-
-@pytest.fixture
-async def blobs(s3_endpoint: str, unique_name: str) -> BlobStore:
-    store = BlobStore(StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=f"u-{unique_name}"))
-    await store.ensure_bucket()
-    return store
-
-
-@pytest.fixture
-async def jobs(database: AsyncIOMotorDatabase) -> JobRepository:
-    repository = JobRepository(database)
-    await repository.create_indexes()
-    return repository
 
 
 @pytest.fixture

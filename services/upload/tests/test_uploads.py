@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import io
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -22,7 +20,6 @@ from PIL import Image
 from pymongo.errors import PyMongoError
 
 from facerestore.events.v1 import events_pb2
-from facerestore_common import mongo
 from facerestore_common.errors import Conflict, Unavailable, Unprocessable, UnsupportedMediaType
 from facerestore_common.events import EventBus
 from facerestore_common.images import ImageLimits
@@ -38,36 +35,6 @@ if TYPE_CHECKING:
     from conftest import TcpRelay
 
 LIMITS = ImageLimits(max_bytes=1_048_576, max_pixels=40_000_000, max_side=12_000, min_side=64, jpeg_quality=92)
-
-
-@pytest.fixture(scope="module")
-def face_jpeg() -> bytes:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or spec.origin is None:
-        pytest.fail("test photos missing: pip install --no-deps insightface==2.1")
-    return (Path(spec.origin).parent / "data" / "images" / "t1.jpg").read_bytes()
-
-
-@pytest.fixture
-async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMotorDatabase]:
-    db = mongo.connect(mongo_url, unique_name)
-    yield db
-    await db.client.drop_database(unique_name)
-    db.client.close()
-
-
-@pytest.fixture
-async def blobs(s3_endpoint: str, unique_name: str) -> BlobStore:
-    store = BlobStore(StorageSettings(s3_endpoint=s3_endpoint, s3_bucket=f"u-{unique_name}"))
-    await store.ensure_bucket()
-    return store
-
-
-@pytest.fixture
-async def jobs(database: AsyncIOMotorDatabase) -> JobRepository:
-    repository = JobRepository(database)
-    await repository.create_indexes()
-    return repository
 
 
 @pytest.fixture
