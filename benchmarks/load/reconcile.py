@@ -6,7 +6,7 @@ Sources, all read from the run's own servers once the load has stopped:
   Idempotency-Key in its note), the history items (status, error, result keys, times) and
   the faces stored per image, in MongoDB;
 - the bucket's objects;
-- a tap queue bound before the load started to `image.uploaded`, `image.restored` and
+- a tap queue bound before the load started to `image.uploaded.#`, `image.restored` and
   `image.failed` (every publication of those events, repeats included);
 - the dead-letter queues.
 
@@ -36,7 +36,8 @@ from facerestore.events.v1 import events_pb2
 from facerestore_common.settings import StorageSettings
 
 TAP_QUEUE = "loadrun.tap"
-TAP_KEYS = ("image.uploaded", "image.restored", "image.failed")
+# Uploads are routed as image.uploaded.<model>; '#' also matches the bare key.
+TAP_KEYS = ("image.uploaded.#", "image.restored", "image.failed")
 CONSUMER_QUEUES = ("inference.gfpgan", "inference.codeformer", "inference.classical", "history")
 NOTE_PREFIX = "load:"
 RESULT_FIELDS = ("restored_key", "original_thumbnail_key", "restored_thumbnail_key")

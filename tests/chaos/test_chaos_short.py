@@ -51,6 +51,8 @@ def test_uploads_through_a_killed_worker_and_a_broker_outage_are_neither_lost_no
     assert report["failed_without_reason"] == 0, report["failure_reasons"]
     assert report["done"] + report["failed"] == report["accepted"]
     assert report["queues_left"] and not any(report["queues_left"].values())
+    # The tap saw every event it reconciles: one upload event and one outcome per accepted upload.
+    assert report["upload_distinct"] == report["accepted"] == report["outcome_distinct"], report
     assert document["lines"][0] == (
         f"{report['accepted']} accepted, {report['done']} done, {report['failed']} failed, 0 lost, 0 duplicated"
     )
