@@ -13,6 +13,7 @@ import enum
 import signal
 import time
 import uuid
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -93,8 +94,9 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
     the rest of the call's own handling. Passed to a grpc.aio server as an interceptor, it works
     as one too (its wrapped handlers kept per method). Health checks are left alone."""
 
+    @abstractmethod
     def wrap(self, method: str, behaviour: Behaviour) -> Behaviour:
-        raise NotImplementedError
+        """The method's behaviour with this wrapper's work around it."""
 
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         if handler is None or handler.unary_unary is None or method.startswith("/grpc.health"):

@@ -120,15 +120,20 @@ class ModelRegistry:
         return found
 
 
+def auto_choice(available: Mapping[str, ModelOffer]) -> str | None:
+    """What "auto" stands for now: the first family of AUTO_ORDER that a live worker serves."""
+    return next((family for family in AUTO_ORDER if family in available), None)
+
+
 def resolve_model(requested: str, available: Mapping[str, ModelOffer]) -> str:
     """The restorer family to publish for a request: "auto" becomes the best family a live
     worker serves (AUTO_ORDER); a named family must be served. Never a silent substitute:
     raises ModelUnavailable(requested) instead."""
     if requested == AUTO:
-        for family in AUTO_ORDER:
-            if family in available:
-                return family
-        raise ModelUnavailable(requested)
+        family = auto_choice(available)
+        if family is None:
+            raise ModelUnavailable(requested)
+        return family
     if requested not in RESTORER_FAMILIES:
         raise ValueError(f"unknown model {requested!r}; expected auto or one of {', '.join(RESTORER_FAMILIES)}")
     if requested not in available:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
 from facerestore_common.grpc_client import call_metadata
-from facerestore_common.model_registry import AUTO_ORDER
+from facerestore_common.model_registry import auto_choice
 from facerestore_common.topology import RESTORER_FAMILIES
 from gateway_service.convert import options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
@@ -53,7 +53,7 @@ async def list_models(user: CurrentUser, models: Models) -> RestorationModelList
                 max_upscale=offer.max_upscale,
             )
         )
-    auto = next((name for name in AUTO_ORDER if name in available), None)
+    auto = auto_choice(available)
     return RestorationModelList(models=listed, auto=auto)  # type: ignore[arg-type]
 
 
