@@ -138,8 +138,17 @@ def test_admin_sees_everyone_and_moderates(stack: RunningStack, client: httpx.Cl
         assert refused.json()["type"].endswith("/forbidden")
     assert client.delete(f"/v1/admin/images/{image_id}", headers=bearer(user)).status_code == 403
 
-    users = client.get("/v1/admin/users", params={"limit": 100}, headers=bearer(admin)).json()["items"]
-    assert admin_phone in [entry["phone"] for entry in users]
+    first_page = client.get("/v1/admin/users", params={"limit": 2}, headers=bearer(admin)).json()
+    assert len(first_page["items"]) == 2 and first_page["next_cursor"]
+    # Found by number in whatever format an admin types it, not by paging through everyone.
+    spaced = f"{admin_phone[:3]} {admin_phone[3:6]} {admin_phone[6:]}"
+    found = client.get("/v1/admin/users", params={"phone": spaced}, headers=bearer(admin)).json()
+    assert [(entry["phone"], entry["role"]) for entry in found["items"]] == [(admin_phone, "admin")]
+    assert found["next_cursor"] is None
+    nobody = client.get("/v1/admin/users", params={"phone": random_mobile()}, headers=bearer(admin)).json()
+    assert nobody["items"] == []
+    not_a_number = client.get("/v1/admin/users", params={"phone": "12ab"}, headers=bearer(admin))
+    assert not_a_number.status_code == 422 and not_a_number.json()["type"].endswith("/invalid-phone")
     images = client.get("/v1/admin/images", params={"limit": 100}, headers=bearer(admin)).json()["items"]
     assert image_id in [entry["id"] for entry in images]
     stats_before = client.get("/v1/admin/stats", headers=bearer(admin)).json()

@@ -91,7 +91,8 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListUsersResponse:
         response = await self._auth.ListUsers(
-            auth_pb2.ListUsersRequest(limit=request.limit, cursor=request.cursor), **self._call_options()
+            auth_pb2.ListUsersRequest(limit=request.limit, cursor=request.cursor, phone=request.phone),
+            **self._call_options(),
         )
         return admin_pb2.ListUsersResponse(users=response.users, next_cursor=response.next_cursor)
 

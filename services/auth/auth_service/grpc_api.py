@@ -115,7 +115,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ListUsersResponse:
         limit = min(max(request.limit or 50, 1), 200)
-        users, next_cursor = await self._users.list(limit, request.cursor)
+        phone = self._signin.parse_phone(request.phone) if request.phone else ""
+        users, next_cursor = await self._users.list(limit, request.cursor, phone)
         return auth_pb2.ListUsersResponse(users=[user_message(u) for u in users], next_cursor=next_cursor)
 
     async def CountUsers(

@@ -36,6 +36,10 @@ class PhonePolicy:
         self._allowed = {region.upper() for region in allowed_regions or set()}
         self._denied = {region.upper() for region in denied_regions or set()}
 
+    def parse(self, raw: str) -> str:
+        """The E.164 form of any valid number, whatever its country: for finding a user, not for sending."""
+        return normalize_phone(raw, self._default_region)
+
     def normalize(self, raw: str) -> str:
         phone = normalize_phone(raw, self._default_region)
         region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))

@@ -74,6 +74,9 @@ class SignIn:
     def normalize(self, phone: str) -> str:
         return self._phones.normalize(phone)
 
+    def parse_phone(self, phone: str) -> str:
+        return self._phones.parse(phone)
+
     async def request_code(self, raw_phone: str) -> str:
         phone = self.normalize(raw_phone)
         if self._throttle is not None:

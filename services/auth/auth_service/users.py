@@ -164,8 +164,8 @@ class UserRepository:
             raise NotFound("no such user", reason="not-found")
         return user
 
-    async def list(self, limit: int, cursor: str) -> tuple[list[User], str]:
-        query: dict[str, Any] = {}
+    async def list(self, limit: int, cursor: str, phone: str = "") -> tuple[list[User], str]:
+        query: dict[str, Any] = {"phone": phone} if phone else {}
         if cursor:
             query["_id"] = {"$gt": cursor}
         docs = await self._users.find(query).sort("_id", 1).limit(limit + 1).to_list(None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auth_service.phones import normalize_phone
+from auth_service.phones import PhonePolicy, normalize_phone
 from facerestore_common.errors import InvalidArgument
 
 
@@ -80,3 +80,14 @@ def test_a_valid_landline_is_refused_because_it_cannot_receive_texts(raw: str, r
         normalize_phone(raw, region)
     assert caught.value.reason == "invalid-phone"
     assert "text messages" in caught.value.detail
+
+
+def test_an_admin_finds_a_number_from_a_denied_region_that_could_not_get_a_code_today() -> None:
+    # Region rules decide who gets codes; a lookup must still find users who signed up before a rule changed.
+    policy = PhonePolicy("DE", allowed_regions={"FR"}, denied_regions={"DE"})
+    with pytest.raises(InvalidArgument) as caught:
+        policy.normalize("0151 23456789")
+    assert caught.value.reason == "phone-region-not-allowed"
+    assert policy.parse("0151 23456789") == "+4915123456789"
+    with pytest.raises(InvalidArgument):
+        policy.parse("12ab")

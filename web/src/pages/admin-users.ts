@@ -1,6 +1,6 @@
-// Admins: every user, with ban and lift-ban (each recorded in the audit log).
+// Admins: every user, or the one with a phone number, with ban and lift-ban (each recorded in the audit log).
 import { api, authed, type User } from "../api";
-import { announce, formatDate, h, messageBox } from "../dom";
+import { announce, field, formatDate, h, messageBox } from "../dom";
 import { describeProblem } from "../problems";
 import type { Page } from "../router";
 
@@ -13,6 +13,13 @@ export const adminUsersPage: Page = {
     const rows = h("tbody");
     const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show more users");
     let cursor: string | null = null;
+    const phone = h("input", { type: "tel", name: "phone", maxlength: 32, autocomplete: "off" });
+    const search = h(
+      "form",
+      { class: "inline-form", role: "search" },
+      field("Phone number", phone, "In any format, e.g. +49 151 2345 6789; empty for everyone"),
+      h("button", { type: "submit" }, "Find"),
+    );
 
     const row = (user: User): HTMLTableRowElement => {
       const reason = h("input", { type: "text", maxlength: 500, "aria-label": `Reason for banning ${user.phone}` });
@@ -51,25 +58,35 @@ export const adminUsersPage: Page = {
       return tr;
     };
 
-    const load = async () => {
+    const load = async (fresh: boolean) => {
+      if (fresh) cursor = null;
+      const wanted = phone.value.trim() || undefined;
       const { data, error } = await authed(() =>
-        api.GET("/v1/admin/users", { params: { query: { limit: 50, cursor: cursor ?? undefined } } }),
+        api.GET("/v1/admin/users", { params: { query: { limit: 50, cursor: cursor ?? undefined, phone: wanted } } }),
       );
       if (!data) {
         message.error(describeProblem(error));
         return;
       }
+      if (fresh) rows.replaceChildren();
       rows.append(...data.items.map(row));
       cursor = data.items.length < 50 ? null : (data.next_cursor ?? null);
       more.hidden = cursor === null;
+      if (fresh && wanted && data.items.length === 0) message.info("No user has this phone number.");
     };
-    more.addEventListener("click", () => void load());
+    search.addEventListener("submit", (event) => {
+      event.preventDefault();
+      message.clear();
+      void load(true);
+    });
+    more.addEventListener("click", () => void load(false));
 
     const headings = ["Phone", "Role", "Email", "Signed up", "Last sign-in", "Status", "Action"];
     root.append(
       h("h1", { tabindex: -1 }, "Users"),
       h("p", {}, "A ban ends the user's sessions at once; they cannot sign in until the ban is lifted."),
       message.element,
+      search,
       h(
         "div",
         { class: "table-wrap" },
@@ -77,6 +94,6 @@ export const adminUsersPage: Page = {
       ),
       more,
     );
-    await load();
+    await load(true);
   },
 };

@@ -10,7 +10,7 @@ from facerestore.admin.v1 import admin_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import admin_image_out, user_out
 from gateway_service.dependencies import AdminUser, AppSettings, Clients
-from gateway_service.responses import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Responses, problem
+from gateway_service.responses import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, Responses, problem
 from gateway_service.schemas import AdminImagePage, BanRequest, UserOut, UserPage
 
 router = APIRouter(tags=["admin"])
@@ -20,12 +20,30 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 
-@router.get("/v1/admin/users", response_model=UserPage, summary="All users", responses=_admin_errors)
+@router.get(
+    "/v1/admin/users",
+    response_model=UserPage,
+    summary="All users, or the one with a phone number",
+    responses={**_admin_errors, 422: INVALID},
+)
 async def list_users(
-    admin: AdminUser, clients: Clients, settings: AppSettings, limit: Limit = 50, cursor: Cursor = None
+    admin: AdminUser,
+    clients: Clients,
+    settings: AppSettings,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    phone: Annotated[
+        str | None,
+        Query(
+            min_length=3,
+            max_length=32,
+            description="Only the user with this phone number, written in any format it parses from "
+            "(`+49 151 2345 6789`); an invalid number is 422 `invalid-phone`.",
+        ),
+    ] = None,
 ) -> UserPage:
     response = await clients.admin.ListUsers(
-        admin_pb2.ListUsersRequest(limit=limit, cursor=cursor or ""),
+        admin_pb2.ListUsersRequest(limit=limit, cursor=cursor or "", phone=phone or ""),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(admin.token),
     )
