@@ -99,13 +99,17 @@ def normalise(content: bytes, limits: ImageLimits) -> NormalisedImage:
     upright = _upright(image)
     rgb = _to_rgb(upright)
     rgb.info = {}  # nothing of the upload's metadata (ICC profile, EXIF, text) goes to the encoder
-    candidates = []
-    if upright is image:
-        stripped = _strip_metadata(content, fmt, image)
-        if stripped is not None and _same_pixels(stripped, fmt, image):
-            candidates.append(stripped)
-    candidates += _reencodings(rgb, fmt, image, limits, lossless=bool(candidates))
-    stored = min(candidates, key=len)  # the lossless strip comes first and wins a tie
+    stripped = _strip_metadata(content, fmt, image) if upright is image else None
+    reencoded = _reencodings(rgb, fmt, image, limits, lossless=stripped is not None)
+    smallest = min(reencoded, key=len)
+    # The lossless strip wins a tie. It is decoded and compared only when it would be stored: a
+    # re-encode that is smaller anyway makes the check (a third of the work) moot.
+    if stripped is None or len(stripped) > len(smallest):
+        stored = smallest
+    elif _same_pixels(stripped, fmt, image):
+        stored = stripped
+    else:  # the strip changed the pixels: the re-encodings a lossy upload gets compete without it
+        stored = min(_reencodings(rgb, fmt, image, limits, lossless=False, done=reencoded), key=len)
     return NormalisedImage(
         content=stored,
         content_type=content_type,
@@ -235,11 +239,18 @@ def _bands(image: Image.Image) -> Iterator[tuple[int, int, int, int]]:
 
 
 def _reencodings(
-    rgb: Image.Image, fmt: str, source: Image.Image, limits: ImageLimits, *, lossless: bool
+    rgb: Image.Image,
+    fmt: str,
+    source: Image.Image,
+    limits: ImageLimits,
+    *,
+    lossless: bool,
+    done: list[bytes] | None = None,
 ) -> list[bytes]:
+    """The upload encoded again; `done` is what an earlier call with lossless=True returned."""
     if fmt == "PNG":
-        return [_encode(rgb, "PNG", optimize=True)]
-    encoded = [_encode(rgb, "JPEG", quality=limits.jpeg_quality, optimize=True)]
+        return done or [_encode(rgb, "PNG", optimize=True)]
+    encoded = done[:1] if done else [_encode(rgb, "JPEG", quality=limits.jpeg_quality, optimize=True)]
     if not lossless and source.mode in ("RGB", "L") and isinstance(source, JpegImagePlugin.JpegImageFile):
         own_tables = _encode_with_tables(rgb, source)
         if own_tables is not None:
