@@ -3,7 +3,8 @@ runs the weight-free classical restorer only (no GFPGAN or CodeFormer weights he
 GET /v1/models must say exactly that, and asking for another model is 409 `model-unavailable`.
 An upload with options, a reprocess that makes a second version (twice the size), both listed
 with their quality, the second preferred (the image's links follow it), the upload quota
-counting the reprocess, and deleting the image removing both versions' files."""
+counting the reprocess but not its retry under the same Idempotency-Key (the same version
+again), and deleting the image removing both versions' files."""
 
 from __future__ import annotations
 
@@ -146,14 +147,23 @@ def test_a_reprocess_makes_a_second_version_both_are_listed_with_quality_and_the
         409,
         "model-unavailable",
     )
-    again = client.post(
-        f"/v1/images/{image_id}/restorations", headers=bearer(tokens), json={"model": "classical", "upscale": 2}
-    )
+    keyed = {**bearer(tokens), "Idempotency-Key": "reprocess-5c1e"}
+    again = client.post(f"/v1/images/{image_id}/restorations", headers=keyed, json={"model": "classical", "upscale": 2})
     assert again.status_code == 202, again.text
     second_asked = again.json()
     assert (second_asked["id"], second_asked["status"]) == ("r2", "queued")
     assert second_asked["options"] == {"model": "classical", "fidelity": None, "faces": [], "upscale": 2}
     assert int(again.headers["ratelimit-remaining"]) == remaining_after_upload - 1
+    # A client that timed out retries with the same key: the same version again, and no quota spent.
+    retried = client.post(
+        f"/v1/images/{image_id}/restorations", headers=keyed, json={"model": "classical", "upscale": 2}
+    )
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == second_asked
+    assert int(retried.headers["ratelimit-remaining"]) == remaining_after_upload - 1
+    reused = client.post(f"/v1/images/{image_id}/restorations", headers=keyed, json={"model": "classical"})
+    problem_of(reused, 422, "idempotency-key-reused")
+    assert int(reused.headers["ratelimit-remaining"]) == remaining_after_upload - 1
 
     wait_for_version(client, tokens, image_id, "r2")
     [listed] = [

@@ -2,7 +2,9 @@
 stand-ins and the real RabbitMQ: an upload's options go into its job and its event (version
 "r1", routed by model); reprocessing an image allocates "r2", "r3", ... once each, even when
 asked at the same time, and announces each with the stored original; someone else's image is
-not found; a request the broker cannot take now is published later by the relay, once."""
+not found; a request the broker cannot take now is published later by the relay, once. Under an
+Idempotency-Key (per user and image) a repeat answers with the first version, once recorded and
+announced; other options under the key are refused, a key whose request is unfinished is in use."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
-from facerestore_common.errors import InvalidArgument, NotFound, Unprocessable
+from facerestore_common.errors import Conflict, InvalidArgument, NotFound, Unprocessable
 from facerestore_common.events import EventBus
 from facerestore_common.images import ImageLimits
 from facerestore_common.metadata import parse_metadata
 from facerestore_common.storage import BlobStore
 from upload_service.erasure import UploadErasure
-from upload_service.idempotency import IdempotencyKeys
+from upload_service.idempotency import IdempotencyKeys, options_fingerprint
 from upload_service.jobs import Job, JobRepository
 from upload_service.outbox import OutboxRelay
 from upload_service.restorations import RestorationRequestRepository, Restorations
@@ -85,6 +87,21 @@ def restorations(jobs: JobRepository, requests: RestorationRequestRepository, bu
     return Restorations(jobs, requests, bus, publish_timeout_seconds=2, relay_grace_ms=0)
 
 
+@pytest.fixture
+def keyed(
+    jobs: JobRepository, requests: RestorationRequestRepository, bus: EventBus, database: AsyncIOMotorDatabase
+) -> Restorations:
+    """Restorations that honour an Idempotency-Key (a claim lease of 60 s)."""
+    return Restorations(
+        jobs,
+        requests,
+        bus,
+        publish_timeout_seconds=2,
+        relay_grace_ms=0,
+        idempotency=IdempotencyKeys.for_restorations(database),
+    )
+
+
 async def uploaded(blobs: BlobStore, jobs: JobRepository, bus: EventBus, photo: bytes, user_id: str = ALICE) -> Job:
     job, _ = await Uploads(blobs, jobs, bus, LIMITS).accept(user_id, photo, parse_metadata([], "", ""), options=GFPGAN)
     return job
@@ -135,8 +152,8 @@ async def test_reprocessing_allocates_r2_then_r3_and_announces_each_with_the_sto
 ) -> None:
     job = await uploaded(blobs, jobs, bus, face_jpeg)
 
-    second = await restorations.request(ALICE, job.image_id, CODEFORMER)
-    third = await restorations.request(ALICE, job.image_id, GFPGAN)
+    second, _ = await restorations.request(ALICE, job.image_id, CODEFORMER)
+    third, _ = await restorations.request(ALICE, job.image_id, GFPGAN)
 
     assert (second.restoration_id, third.restoration_id) == ("r2", "r3")
     announced = await take(amqp_url, probes["requests"], 3)
@@ -161,7 +178,7 @@ async def test_requests_made_at_the_same_time_each_get_their_own_version_id(
 
     made = await asyncio.gather(*(restorations.request(ALICE, job.image_id, GFPGAN) for _ in range(6)))
 
-    assert sorted(request.restoration_id for request in made) == [f"r{number}" for number in range(2, 8)]
+    assert sorted(request.restoration_id for request, _ in made) == [f"r{number}" for number in range(2, 8)]
 
 
 async def test_someone_elses_or_an_unknown_image_is_not_found_and_uses_up_no_version_id(
@@ -173,7 +190,7 @@ async def test_someone_elses_or_an_unknown_image_is_not_found_and_uses_up_no_ver
         await restorations.request(BOB, job.image_id, GFPGAN)
     with pytest.raises(NotFound):
         await restorations.request(ALICE, "no-such-image", GFPGAN)
-    mine = await restorations.request(ALICE, job.image_id, GFPGAN)
+    mine, _ = await restorations.request(ALICE, job.image_id, GFPGAN)
 
     assert mine.restoration_id == "r2"
 
@@ -197,7 +214,7 @@ async def test_unresolved_or_out_of_range_options_are_refused_before_anything_is
             await restorations.request(ALICE, job.image_id, options)
 
     assert await database["restoration_requests"].count_documents({}) == 0
-    assert (await restorations.request(ALICE, job.image_id, GFPGAN)).restoration_id == "r2"
+    assert (await restorations.request(ALICE, job.image_id, GFPGAN))[0].restoration_id == "r2"
 
 
 async def test_a_request_the_broker_refuses_is_kept_and_published_once_by_the_relay(
@@ -217,7 +234,7 @@ async def test_a_request_the_broker_refuses_is_kept_and_published_once_by_the_re
         channel = await connection.channel()
         await channel.exchange_delete(f"{unique_name}.events")
 
-    request = await restorations.request(ALICE, job.image_id, CODEFORMER)
+    request, _ = await restorations.request(ALICE, job.image_id, CODEFORMER)
 
     [owed] = await restorations.requests.due_for_publishing(10)
     assert (owed.restoration_id, owed.published) == ("r2", False)
@@ -238,23 +255,25 @@ async def test_a_request_the_broker_refuses_is_kept_and_published_once_by_the_re
     assert await restorations.requests.due_for_publishing(10) == []
 
 
-async def test_erasing_a_user_removes_their_reprocessing_requests_only(
+async def test_erasing_a_user_removes_their_reprocessing_requests_and_their_keys_only(
     blobs: BlobStore,
     jobs: JobRepository,
     bus: EventBus,
-    restorations: Restorations,
+    keyed: Restorations,
     database: AsyncIOMotorDatabase,
     face_jpeg: bytes,
 ) -> None:
     alices = await uploaded(blobs, jobs, bus, face_jpeg, ALICE)
     bobs = await uploaded(blobs, jobs, bus, face_jpeg, BOB)
-    await restorations.request(ALICE, alices.image_id, GFPGAN)
-    await restorations.request(BOB, bobs.image_id, GFPGAN)
+    await keyed.request(ALICE, alices.image_id, GFPGAN, "k-1")
+    await keyed.request(BOB, bobs.image_id, GFPGAN, "k-1")
 
     await UploadErasure(database, blobs).erase(ALICE)
 
     left = await database["restoration_requests"].find({}).to_list(None)
     assert [doc["user_id"] for doc in left] == [BOB]
+    keys_left = await database["restoration_idempotency_keys"].find({}).to_list(None)
+    assert [doc["_id"] for doc in keys_left] == [f"{BOB}:{bobs.image_id}:k-1"]
 
 
 async def test_a_retry_asking_for_auto_is_the_same_request_however_auto_resolves_meanwhile(
@@ -275,3 +294,128 @@ async def test_a_retry_asking_for_auto_is_the_same_request_however_auto_resolves
 
     assert (again.image_id, replayed) == (first.image_id, True)
     assert again.options["model"] == "classical"
+
+
+async def test_the_same_idempotency_key_and_options_answer_with_the_first_version_recorded_and_announced_once(
+    amqp_url: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probes: dict[str, str],
+    keyed: Restorations,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    job = await uploaded(blobs, jobs, bus, face_jpeg)
+    other = await uploaded(blobs, jobs, bus, face_jpeg)
+
+    first, replayed_first = await keyed.request(ALICE, job.image_id, CODEFORMER, "retry-1")
+    again, replayed_again = await keyed.request(ALICE, job.image_id, CODEFORMER, "retry-1")
+    # The key is scoped to the image: on another image it is another request.
+    elsewhere, replayed_elsewhere = await keyed.request(ALICE, other.image_id, CODEFORMER, "retry-1")
+    # And it used up no version id: the image's next request is r3.
+    next_one, _ = await keyed.request(ALICE, job.image_id, CODEFORMER)
+
+    assert (first.restoration_id, replayed_first) == ("r2", False)
+    assert (again.restoration_id, replayed_again) == ("r2", True)
+    assert (again.event_id, again.created_at_ms, again.options) == (first.event_id, first.created_at_ms, first.options)
+    assert (elsewhere.image_id, elsewhere.restoration_id, replayed_elsewhere) == (other.image_id, "r2", False)
+    assert next_one.restoration_id == "r3"
+    assert await database["restoration_requests"].count_documents({"image_id": job.image_id}) == 2
+    announced = await take(amqp_url, probes["requests"], 4)
+    assert sorted((envelope.restoration_requested.image_id, envelope.event_id) for _, envelope in announced) == sorted(
+        [(job.image_id, first.event_id), (other.image_id, elsewhere.event_id), (job.image_id, next_one.event_id)]
+    )
+
+
+async def test_the_same_idempotency_key_with_other_options_is_refused_and_auto_is_compared_as_asked(
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    keyed: Restorations,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    job = await uploaded(blobs, jobs, bus, face_jpeg)
+    await keyed.request(ALICE, job.image_id, CODEFORMER, "k-options")
+    # "auto" meant classical at first; a GPU worker has started before the client retries.
+    classical = events_pb2.RestorationOptions(model="classical")
+    by_auto, _ = await keyed.request(ALICE, job.image_id, classical, "k-auto", requested_model="auto")
+
+    with pytest.raises(Unprocessable) as refused:
+        await keyed.request(ALICE, job.image_id, GFPGAN, "k-options")
+    auto_again, replayed = await keyed.request(ALICE, job.image_id, GFPGAN, "k-auto", requested_model="auto")
+
+    assert refused.value.reason == "idempotency-key-reused"
+    assert (auto_again.restoration_id, replayed) == (by_auto.restoration_id, True)
+    assert auto_again.options["model"] == "classical"
+    assert await database["restoration_requests"].count_documents({}) == 2
+
+
+async def test_a_key_whose_request_recorded_nothing_is_in_use_then_taken_over_after_the_lease(
+    amqp_url: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probes: dict[str, str],
+    keyed: Restorations,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    job = await uploaded(blobs, jobs, bus, face_jpeg)
+    # The claim was written but that request went no further (its answer lost, its process ended).
+    await IdempotencyKeys.for_restorations(database).claim(
+        f"{ALICE}:{job.image_id}", "k-lost", options_fingerprint(GFPGAN, ""), "claimed-then-lost"
+    )
+
+    with pytest.raises(Conflict) as caught:
+        await keyed.request(ALICE, job.image_id, GFPGAN, "k-lost")
+    assert caught.value.reason == "idempotency-key-in-use"  # within the lease it may still finish
+    await database["restoration_idempotency_keys"].update_one(
+        {"_id": f"{ALICE}:{job.image_id}:k-lost"}, {"$inc": {"created_at_ms": -61_000}}
+    )
+    taken_over, replayed = await keyed.request(ALICE, job.image_id, GFPGAN, "k-lost")
+    again, replayed_again = await keyed.request(ALICE, job.image_id, GFPGAN, "k-lost")
+
+    assert (taken_over.event_id, taken_over.restoration_id, replayed) == ("claimed-then-lost", "r2", False)
+    assert (again.restoration_id, replayed_again) == ("r2", True)
+    [(_, envelope)] = await take(amqp_url, probes["requests"], 2)
+    assert envelope.event_id == "claimed-then-lost"
+
+
+async def test_a_request_whose_caller_went_away_keeps_its_key_so_a_retry_answers_with_it(
+    amqp_url: str,
+    blobs: BlobStore,
+    jobs: JobRepository,
+    bus: EventBus,
+    probes: dict[str, str],
+    keyed: Restorations,
+    database: AsyncIOMotorDatabase,
+    face_jpeg: bytes,
+) -> None:
+    # A mobile client's deadline passes while the broker is slow to confirm: the gRPC handler is
+    # cancelled, the request goes on, and the client's retry answers with it.
+    job = await uploaded(blobs, jobs, bus, face_jpeg)
+    publish = bus.publish
+    publishing, confirm = asyncio.Event(), asyncio.Event()
+
+    async def slow_confirm(envelope: events_pb2.Envelope) -> None:
+        publishing.set()
+        await confirm.wait()
+        await publish(envelope)
+
+    bus.publish = slow_confirm  # type: ignore[method-assign]
+    first = asyncio.ensure_future(keyed.request(ALICE, job.image_id, GFPGAN, "k-timeout"))
+    await publishing.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    confirm.set()
+    again, replayed = await keyed.request(ALICE, job.image_id, GFPGAN, "k-timeout")
+    await keyed.close()
+
+    assert (again.restoration_id, replayed) == ("r2", True)
+    assert await database["restoration_requests"].count_documents({}) == 1
+    assert await database["restoration_requests"].count_documents({"published": True}) == 1
+    announced = await take(amqp_url, probes["requests"], 2)
+    assert [envelope.event_id for _, envelope in announced] == [again.event_id]

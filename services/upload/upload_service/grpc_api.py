@@ -64,11 +64,18 @@ class UploadApi(upload_pb2_grpc.UploadServiceServicer):
         _required_options(request)
         if self._restorations is None:
             raise Unavailable("reprocessing is not configured", reason="service-unavailable")
-        restoration = await self._restorations.request(principal.user_id, request.image_id, request.options)
+        restoration, replayed = await self._restorations.request(
+            principal.user_id,
+            request.image_id,
+            request.options,
+            request.idempotency_key,
+            requested_model=request.requested_model,
+        )
         return upload_pb2.CreateRestorationResponse(
             image_id=restoration.image_id,
             restoration_id=restoration.restoration_id,
             options=restoration_options.from_document(restoration.options),
             status="queued",
             created_at=ms_to_timestamp(restoration.created_at_ms),
+            replayed=replayed,
         )

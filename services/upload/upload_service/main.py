@@ -71,6 +71,9 @@ async def serve(settings: Settings) -> None:
         bus,
         publish_timeout_seconds=settings.publish_timeout_seconds,
         relay_grace_ms=int(settings.outbox_grace_seconds * 1000),
+        idempotency=IdempotencyKeys.for_restorations(database),
+        claim_lease_ms=int(settings.idempotency_claim_lease_seconds * 1000),
+        retry_after_seconds=settings.unavailable_retry_after_seconds,
     )
     upload_pb2_grpc.add_UploadServiceServicer_to_server(UploadApi(uploads, restorations), server.server)
     relay = OutboxRelay(
@@ -97,6 +100,7 @@ async def serve(settings: Settings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
         await uploads.close()
+        await restorations.close()
         await bus.close()
         await auth_channel.close()
         database.client.close()

@@ -34,8 +34,8 @@ class Settings(
     outbox_relay_interval_seconds: float = Field(default=2.0, gt=0)
     outbox_grace_seconds: float = Field(default=10.0, ge=0)
     outbox_retry_seconds: float = Field(default=5.0, gt=0)
-    # An Idempotency-Key claimed by an upload that recorded no job (its answer lost, its process
-    # ended) is taken over by a retry after this long; longer than any upload takes.
+    # An Idempotency-Key claimed by an upload (or a restoration) that recorded nothing (its answer
+    # lost, its process ended) is taken over by a retry after this long; longer than any takes.
     idempotency_claim_lease_seconds: float = Field(default=60.0, ge=5)
     # Retry-After of a 503 while the database or the storage does not answer.
     unavailable_retry_after_seconds: int = Field(default=2, ge=1, le=60)

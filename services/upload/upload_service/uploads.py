@@ -8,7 +8,8 @@ Nothing accepted is lost and nothing refused is left behind:
   the same event id, so consumers that already saw it ignore the repeat);
 - an upload under an Idempotency-Key goes on when its caller goes away (a deadline, a client
   that hung up): its key is freed only when the upload fails before its job is recorded, so a
-  retry answers with the job the first attempt may still record instead of making a second;
+  retry answers with the job the first attempt may still record instead of making a second
+  (idempotency.KeyedRequests, which restorations share);
 - a database that does not answer is a 503 the client may retry (Retry-After), never a 500."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import restoration_options
@@ -28,7 +29,7 @@ from facerestore_common.metadata import ImageMetadata
 from facerestore_common.storage import BlobStore
 from facerestore_common.telemetry import current_traceparent
 from facerestore_common.timeutil import ms_to_timestamp, now_ms
-from upload_service.idempotency import Claim, IdempotencyKeys, request_fingerprint
+from upload_service.idempotency import IdempotencyKeys, KeyedRequests, options_as_asked, request_fingerprint
 from upload_service.jobs import Job, JobRepository
 
 log = get_logger(__name__)
@@ -65,16 +66,6 @@ def uploaded_event(job: Job) -> events_pb2.Envelope:
     return envelope
 
 
-def _as_asked(options: events_pb2.RestorationOptions | None, requested_model: str) -> bytes:
-    """The options as the client asked for them, for comparing requests."""
-    if options is None:
-        return b""
-    asked = events_pb2.RestorationOptions()
-    asked.CopyFrom(options)
-    asked.model = requested_model or options.model
-    return asked.SerializeToString(deterministic=True)
-
-
 class Uploads:
     def __init__(
         self,
@@ -92,13 +83,12 @@ class Uploads:
         self._jobs = jobs
         self._bus = bus
         self._limits = limits
-        self._idempotency = idempotency
+        self._keyed = (
+            KeyedRequests(idempotency, claim_lease_ms, retry_after_seconds) if idempotency is not None else None
+        )
         self._publish_timeout = publish_timeout_seconds
         self._relay_grace_ms = relay_grace_ms
-        self._claim_lease_ms = claim_lease_ms
         self._retry_after = retry_after_seconds
-        # Keyed uploads whose callers may have gone away; close() gives them time to finish.
-        self._in_flight: set[asyncio.Task[Job]] = set()
 
     async def accept(
         self,
@@ -116,65 +106,31 @@ class Uploads:
         requests are compared under an Idempotency-Key."""
         options = restoration_options.checked(options) if options is not None else None
         image_id = uuid.uuid4().hex
-        if not idempotency_key or self._idempotency is None:
+        if not idempotency_key or self._keyed is None:
             return await self._accept_new(image_id, user_id, content, metadata, options), False
         fingerprint = request_fingerprint(
             content,
             metadata.tags,
             metadata.note,
             metadata.location,
-            _as_asked(options, requested_model),
+            options_as_asked(options, requested_model),
         )
-        try:
-            claim = await self._idempotency.claim(user_id, idempotency_key, fingerprint, image_id)
-            if claim.replayed:
-                earlier = await self._jobs.get(claim.image_id)
-                if earlier is not None:
-                    log.info("upload_replayed", image_id=earlier.image_id, user_id=user_id)
-                    return earlier, True
-                taken_over = await self._idempotency.take_over(user_id, idempotency_key, claim, self._claim_lease_ms)
-                if taken_over is None:
-                    raise Conflict(
-                        "an upload with this Idempotency-Key is still in progress", reason="idempotency-key-in-use"
-                    )
-                log.warning("idempotency_claim_taken_over", image_id=claim.image_id, user_id=user_id)
-                claim = taken_over
-        except PyMongoError as error:
-            log.error("idempotency_claim_failed", user_id=user_id, exc_info=True)
-            raise self._database_unavailable("the upload could not be registered; try again shortly") from error
-        task = asyncio.ensure_future(self._accept_claimed(claim, user_id, idempotency_key, content, metadata, options))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        # The caller's cancel (a deadline, a client that hung up) stops the wait, not the upload.
-        return await asyncio.shield(task), False
-
-    async def _accept_claimed(
-        self,
-        claim: Claim,
-        user_id: str,
-        key: str,
-        content: bytes,
-        metadata: ImageMetadata,
-        options: events_pb2.RestorationOptions | None,
-    ) -> Job:
-        assert self._idempotency is not None
-        try:
-            return await self._accept_new(claim.image_id, user_id, content, metadata, options)
-        except Conflict:
-            raise  # another attempt under this key recorded the job: the key is its
-        except Exception:
-            # Refused, or failed before its job was recorded. (Cancellation, at shutdown, frees
-            # nothing: its job may exist, and a claim without one is taken over after the lease.)
-            try:
-                await self._idempotency.release(user_id, key, claim)
-            except PyMongoError:
-                log.warning("idempotency_release_failed", image_id=claim.image_id, exc_info=True)
-            raise
+        job, replayed = await self._keyed.run(
+            user_id,
+            idempotency_key,
+            fingerprint,
+            image_id,
+            earlier=self._jobs.get,
+            make=lambda claimed_image_id: self._accept_new(claimed_image_id, user_id, content, metadata, options),
+        )
+        if replayed:
+            log.info("upload_replayed", image_id=job.image_id, user_id=user_id)
+        return job, replayed
 
     async def close(self, timeout_seconds: float = 10.0) -> None:
-        """Give uploads whose callers went away a bounded time to finish before the connections close."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout_seconds)
+        """Give keyed uploads whose callers went away a bounded time to finish before the connections close."""
+        if self._keyed is not None:
+            await self._keyed.close(timeout_seconds)
 
     def _database_unavailable(self, detail: str) -> Unavailable:
         return Unavailable(detail, reason="database-unavailable", retry_after=self._retry_after)

@@ -4,8 +4,9 @@ images again with other options (a new version; choose the one you prefer with P
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, status
 
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
@@ -15,15 +16,19 @@ from facerestore_common.topology import RESTORER_FAMILIES
 from gateway_service.convert import options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
 from gateway_service.model_choice import OptionsAsked, live_models, resolved
-from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, problem, rate_limited
+from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.schemas import RestorationModelList, RestorationModelOut, RestorationOut, RestorationRequest
 
 router = APIRouter()
 
-MODEL_UNAVAILABLE = problem("model-unavailable: no live worker can run the model asked for (the body names it)")
-OPTION_UNSUPPORTED = problem(
-    "option-unsupported: the model has no such option (fidelity, upscale 2), or validation-error: the request is "
-    "not valid"
+REPROCESS_CONFLICT = problem(
+    "model-unavailable: no live worker can run the model asked for (the body names it); or "
+    "idempotency-key-in-use: a restoration with this Idempotency-Key is still in progress"
+)
+REPROCESS_UNPROCESSABLE = problem(
+    "option-unsupported: the model has no such option (fidelity, upscale 2); validation-error: the request is not "
+    "valid; idempotency-key-reused: this Idempotency-Key was used for this image with other options; or "
+    "invalid-idempotency-key"
 )
 
 
@@ -66,9 +71,10 @@ async def list_models(user: CurrentUser, models: Models) -> RestorationModelList
     responses={
         401: UNAUTHORIZED,
         404: NOT_FOUND,
-        409: MODEL_UNAVAILABLE,
-        422: OPTION_UNSUPPORTED,
-        429: rate_limited("More than the hourly upload quota (a reprocess counts as an upload)"),
+        409: REPROCESS_CONFLICT,
+        422: REPROCESS_UNPROCESSABLE,
+        429: rate_limited("More than the hourly upload quota (a reprocess counts as an upload, a replay does not)"),
+        503: UNAVAILABLE,
     },
 )
 async def create_restoration(
@@ -79,6 +85,15 @@ async def create_restoration(
     clients: Clients,
     settings: AppSettings,
     models: Models,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Repeat a request safely: the same key for this image within 24 h returns the first "
+            "restoration (same id) and spends no quota",
+        ),
+    ] = None,
 ) -> RestorationOut:
     # Someone else's, deleted or unknown: 404 before anything else is looked at.
     await clients.history.GetImage(
@@ -90,10 +105,15 @@ async def create_restoration(
         models, OptionsAsked(model=asked.model, fidelity=asked.fidelity, faces=asked.faces, upscale=asked.upscale)
     )
     response = await clients.upload.CreateRestoration(
-        upload_pb2.CreateRestorationRequest(image_id=image_id, options=options),
+        upload_pb2.CreateRestorationRequest(
+            image_id=image_id, options=options, idempotency_key=idempotency_key or "", requested_model=asked.model
+        ),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
+    if response.replayed:
+        # The first request with this Idempotency-Key was counted; its answer again is not a new version.
+        await quota.take_back()
     return RestorationOut.model_validate(
         {
             "id": response.restoration_id,
