@@ -198,6 +198,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
+    if image.mode == "RGB":
+        return image  # not copied: normalise only clears its metadata, after the last look at it
     return image.convert("RGB")
 
 
