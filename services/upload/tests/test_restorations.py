@@ -103,7 +103,9 @@ def keyed(
 
 
 async def uploaded(blobs: BlobStore, jobs: JobRepository, bus: EventBus, photo: bytes, user_id: str = ALICE) -> Job:
-    job, _ = await Uploads(blobs, jobs, bus, LIMITS).accept(user_id, photo, parse_metadata([], "", ""), options=GFPGAN)
+    uploads = Uploads(blobs, jobs, bus, LIMITS)
+    job, _ = await uploads.accept(user_id, photo, parse_metadata([], "", ""), options=GFPGAN)
+    await uploads.published()  # its event goes out after the answer
     return job
 
 

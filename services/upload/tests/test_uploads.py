@@ -238,6 +238,7 @@ async def test_upload_accepted_while_the_exchange_is_gone_is_published_later_by_
         await channel.exchange_delete(f"{unique_name}.events")
 
     job, _ = await uploads.accept("user-1", face_jpeg, parse_metadata(["x"], "", ""))
+    await uploads.published()  # its own attempt, after the answer, fails
 
     # Accepted: the original and the job are kept, the event is owed.
     assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
@@ -273,6 +274,7 @@ async def test_upload_accepted_on_a_closed_connection_is_kept_for_the_relay(
     await bus.close()
 
     job, _ = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""))
+    await uploads.published()
 
     assert await database["jobs"].count_documents({"published": False}) == 1
     assert await bucket_keys(blobs, s3_endpoint) == [job.original_key]
@@ -384,7 +386,8 @@ async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_
     relayed_database: tuple[TcpRelay, AsyncIOMotorDatabase],
 ) -> None:
     # The database connection drops right after the broker confirmed the event (found by
-    # `make chaos`: the upload failed, freed its key, and the client's retry made a second image).
+    # `make chaos`: the upload failed, freed its key, and the client's retry made a second image;
+    # the event now goes out after the answer, and losing its record must still change nothing).
     relay, through_relay = relayed_database
     publish = bus.publish
 
@@ -395,6 +398,7 @@ async def test_upload_whose_publication_cannot_be_recorded_stays_accepted_under_
     bus.publish = publish_then_lose_the_database  # type: ignore[method-assign]
     uploads = Uploads(blobs, JobRepository(through_relay), bus, LIMITS, IdempotencyKeys(through_relay))
     job, replayed = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
+    await uploads.published()
     await restore_and_reconnect(relay, through_relay)
     bus.publish = publish  # type: ignore[method-assign]
     again, replayed_again = await uploads.accept("user-1", face_jpeg, parse_metadata([], "", ""), idempotency_key="k-9")
@@ -446,25 +450,26 @@ async def test_an_upload_whose_caller_went_away_keeps_its_key_so_a_retry_answers
     face_jpeg: bytes,
 ) -> None:
     # Issue 14: a deadline that passes (or a client that hangs up) cancels the gRPC handler; the
-    # cancel freed the key of an upload whose job was already recorded (here the broker is slow to
-    # confirm), and the client's retry with the same key made a second image.
-    publish = bus.publish
-    publishing, confirm = asyncio.Event(), asyncio.Event()
+    # cancel freed the key of an upload that went on to record its job (here storage is slow),
+    # and the client's retry with the same key made a second image.
+    put = blobs.put
+    storing, stored = asyncio.Event(), asyncio.Event()
 
-    async def slow_confirm(envelope: events_pb2.Envelope) -> None:
-        publishing.set()
-        await confirm.wait()
-        await publish(envelope)
+    async def slow_put(key: str, data: bytes, content_type: str) -> None:
+        storing.set()
+        await stored.wait()
+        await put(key, data, content_type)
 
-    bus.publish = slow_confirm  # type: ignore[method-assign]
+    blobs.put = slow_put  # type: ignore[method-assign]
     uploads = Uploads(blobs, jobs, bus, LIMITS, idempotency=IdempotencyKeys(database))
     metadata = parse_metadata([], "", "")
     first = asyncio.ensure_future(uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-11"))
-    await publishing.wait()
+    await storing.wait()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    confirm.set()
+    stored.set()
+    await uploads.close()  # the abandoned upload finishes: its job is recorded, its event sent
     again, replayed = await uploads.accept("user-1", face_jpeg, metadata, idempotency_key="k-11")
 
     assert replayed is True

@@ -87,6 +87,7 @@ class Uploads:
             KeyedRequests(idempotency, claim_lease_ms, retry_after_seconds) if idempotency is not None else None
         )
         self._publish_timeout = publish_timeout_seconds
+        self._publishing: set[asyncio.Task[bool]] = set()
         self._relay_grace_ms = relay_grace_ms
         self._retry_after = retry_after_seconds
 
@@ -128,9 +129,16 @@ class Uploads:
         return job, replayed
 
     async def close(self, timeout_seconds: float = 10.0) -> None:
-        """Give keyed uploads whose callers went away a bounded time to finish before the connections close."""
+        """Give keyed uploads whose callers went away, and events not yet published, a bounded time to
+        finish before the connections close (an event still unpublished then is the relay's)."""
         if self._keyed is not None:
             await self._keyed.close(timeout_seconds)
+        await self.published(timeout_seconds)
+
+    async def published(self, timeout_seconds: float = 10.0) -> None:
+        """Wait, at most timeout_seconds, for the events of uploads already answered."""
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=timeout_seconds)
 
     def _database_unavailable(self, detail: str) -> Unavailable:
         return Unavailable(detail, reason="database-unavailable", retry_after=self._retry_after)
@@ -143,7 +151,8 @@ class Uploads:
         metadata: ImageMetadata,
         options: events_pb2.RestorationOptions | None,
     ) -> Job:
-        image = normalise(content, self._limits)
+        # Decoding and encoding release the GIL: other requests go on meanwhile.
+        image = await asyncio.to_thread(normalise, content, self._limits)
         created_at_ms = now_ms()
         job = Job(
             image_id=image_id,
@@ -181,7 +190,11 @@ class Uploads:
             log.error("job_record_failed", image_id=image_id, exc_info=True)
             await self._undo_blob(job)
             raise self._database_unavailable("the job could not be recorded; try again later") from error
-        await self.publish(job)
+        # The upload is accepted now: its job is its own outbox entry. The event goes out after the
+        # answer, and if this process ends first the relay publishes it after its grace period.
+        publishing = asyncio.create_task(self.publish(job))
+        self._publishing.add(publishing)
+        publishing.add_done_callback(self._publishing.discard)
         log.info(
             "upload_accepted",
             image_id=image_id,
