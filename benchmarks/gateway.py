@@ -276,8 +276,12 @@ def sign_in_with_images(stack: RunningStack, count: int) -> tuple[dict[str, str]
             )
             assert answer.status_code == 202, answer.text
             image_id = answer.json()["id"]
-        page = client.get("/v1/images", params={"limit": 20}, headers=headers).json()
-        assert len(page["items"]) == min(20, count), page
+        # History records an upload from its event, moments after the 202.
+        deadline = time.monotonic() + 30
+        while len(client.get("/v1/images", params={"limit": 20}, headers=headers).json()["items"]) < min(20, count):
+            if time.monotonic() > deadline:
+                raise SystemExit("history did not record the uploads within 30 s")
+            time.sleep(0.2)
     return headers, image_id
 
 
