@@ -114,7 +114,10 @@ class RestorationOptionsOut(BaseModel):
 
 class DetectedFaceOut(BaseModel):
     index: int = Field(description="What `faces` in restoration options refers to")
-    box: list[int] = Field(description="x0, y0, x1, y1 in the original's pixels")
+    box: list[int] = Field(
+        description="x0, y0, x1, y1 in the original's pixels (whatever the upscale), within the original: "
+        "a face cut off by an edge gets the part of it inside"
+    )
     detection_score: float
     identity_similarity: float = Field(
         description="Cosine similarity of the face before and after the preferred restoration (0: not measured)"
@@ -293,7 +296,7 @@ class SearchByFace(SearchOptions):
 
 class QueryFaceOut(BaseModel):
     index: int
-    box: list[int] = Field(description="x0, y0, x1, y1 in the query photo's pixels")
+    box: list[int] = Field(description="x0, y0, x1, y1 in the query photo's pixels, within it")
     detection_score: float
     used: bool = Field(description="The face the search was made with")
 

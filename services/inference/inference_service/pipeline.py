@@ -108,9 +108,9 @@ def _scaled_affine(affine: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels in a DetectedFace's box, which lies within the analysed image (the size of image)."""
     x0, y0, x1, y1 = box
-    height, width = image.shape[:2]
-    return image[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+    return image[y0:y1, x0:x1]
 
 
 class RestorationPipeline:
@@ -172,7 +172,7 @@ class RestorationPipeline:
             measured = restored if factor == 1 else cv2.resize(restored, (width, height), interpolation=cv2.INTER_AREA)
             with stage("measure"):
                 for index, face in enumerate(detected):
-                    after = self.analyzer.embed_at(measured, face.landmarks, face.box)
+                    after = self.analyzer.embed_at(measured, face.landmarks, face.detector_box)
                     before_sharpness = sharpness(_crop(original, face.box))
                     gain = sharpness(_crop(measured, face.box)) / before_sharpness if before_sharpness else 0.0
                     similarity = float(np.dot(face.embedding, after))

@@ -7,6 +7,7 @@ import importlib.util
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import dlib
@@ -41,6 +42,21 @@ def load_photo() -> PhotoLoader:
         return image
 
     return load
+
+
+class Crop(NamedTuple):
+    photo: np.ndarray
+    top: int  # the row and column of t1.jpg where the crop starts
+    left: int
+
+
+@pytest.fixture(scope="session")
+def cut_off_faces(load_photo: PhotoLoader) -> Crop:
+    """The six-face photo (886x1280) cropped to rows 90-800 and columns 88-1205, which cut the
+    leftmost face by the left edge, the top one by the top edge and the rightmost by the right
+    edge; dlib's detector puts the boxes of all three partly outside the crop."""
+    top, left = 90, 88
+    return Crop(np.ascontiguousarray(load_photo("t1.jpg")[top:800, left:1205]), top, left)
 
 
 @pytest.fixture(scope="session")

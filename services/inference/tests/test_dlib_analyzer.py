@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference_service.analysis.base import DetectedFace, FaceAnalyzer, ModelFileMissing
+from inference_service.analysis.base import DetectedFace, FaceAnalyzer, ModelFileMissing, box_within
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
 
 
@@ -50,6 +50,17 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
         return 0.0
     inter = width * height
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def shifted(box: tuple[int, int, int, int], dx: int, dy: int) -> tuple[int, int, int, int]:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
+def covered(region: tuple[int, int, int, int], by: tuple[int, int, int, int]) -> float:
+    """The share of region's area inside box `by`."""
+    width = min(region[2], by[2]) - max(region[0], by[0])
+    height = min(region[3], by[3]) - max(region[1], by[1])
+    return max(0, width) * max(0, height) / ((region[2] - region[0]) * (region[3] - region[1]))
 
 
 def test_finds_the_six_faces_of_the_group_photo_left_to_right(group_faces: list[DetectedFace]) -> None:
@@ -112,6 +123,54 @@ def test_embed_at_a_detected_face_matches_analyze(
         embedding = analyzer.embed_at(group_photo, face.landmarks, face.box)
         assert embedding.shape == (128,) and embedding.dtype == np.float32
         assert float(embedding @ face.embedding) > 0.99
+
+
+def test_faces_cut_off_by_the_edges_get_boxes_inside_the_photo_covering_what_is_left_of_them(
+    analyzer: DlibFaceAnalyzer,
+    group_faces: list[DetectedFace],
+    cut_off_faces: tuple[np.ndarray, int, int],
+    dlib_landmarks5: Callable[..., list[np.ndarray]],
+) -> None:
+    photo, top, left = cut_off_faces
+    height, width = photo.shape[:2]
+    faces = analyzer.analyze(photo)
+
+    assert len(faces) == 6
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, face.box
+        # Clipped, not shrunk: everything of the detector's box that is in the photo.
+        dx0, dy0, dx1, dy1 = face.detector_box
+        assert face.box == (max(dx0, 0), max(dy0, 0), min(dx1, width), min(dy1, height))
+        inside = (face.landmarks >= 0).all(axis=1) & (face.landmarks < (width, height)).all(axis=1)
+        assert ((face.landmarks[inside] >= (x0, y0)) & (face.landmarks[inside] <= (x1, y1))).all()
+    # The detector reached past the left, top and right edges, and the boxes stop at them.
+    leftmost, rightmost = faces[0], faces[-1]
+    highest = min(faces, key=lambda face: face.detector_box[1])
+    assert leftmost.detector_box[0] < 0 and leftmost.box[0] == 0
+    assert highest.detector_box[1] < 0 and highest.box[1] == 0
+    assert rightmost.detector_box[2] > width and rightmost.box[2] == width
+    # Each cut-off face's box covers most of what the uncut photo shows of that face in the crop.
+    for face in (leftmost, highest, rightmost):
+        uncut = max(group_faces, key=lambda whole: iou(face.box, shifted(whole.box, -left, -top)))
+        gx0, gy0, gx1, gy1 = shifted(uncut.box, -left, -top)
+        visible = (max(gx0, 0), max(gy0, 0), min(gx1, width), min(gy1, height))
+        assert covered(visible, by=face.box) > 0.75, (face.box, visible)
+    # Alignment and embedding still use what the detector found: the landmarks are dlib's own,
+    # and embedding again at the detector's box gives the same vector.
+    direct = dlib_landmarks5(photo)
+    for face in faces:
+        assert any(np.allclose(face.landmarks, points) for points in direct)
+        again = analyzer.embed_at(photo, face.landmarks, face.detector_box)
+        assert float(again @ face.embedding) > 0.99
+
+
+def test_a_box_is_clipped_to_the_image_and_one_wholly_outside_is_none() -> None:
+    assert box_within((-40, 283, 79, 390), 1192, 886) == (0, 283, 79, 390)
+    assert box_within((1121, -5, 1210, 385), 1205, 886) == (1121, 0, 1205, 385)
+    assert box_within((10, 20, 30, 40), 100, 100) == (10, 20, 30, 40)
+    assert box_within((-30, 10, 0, 40), 100, 100) is None
+    assert box_within((10, 100, 30, 140), 100, 100) is None
 
 
 def test_a_missing_model_file_is_named_at_load(tmp_path: Path) -> None:

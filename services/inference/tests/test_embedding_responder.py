@@ -136,6 +136,22 @@ async def test_every_face_of_the_group_photo_comes_back_with_its_box_and_a_unit_
         assert np.linalg.norm(face.embedding) == pytest.approx(1.0, abs=1e-4)
 
 
+async def test_faces_cut_off_by_the_edges_of_the_query_photo_come_back_with_boxes_inside_it(
+    responder: EmbeddingResponder, caller: Caller, cut_off_faces: tuple[np.ndarray, int, int]
+) -> None:
+    photo = jpeg(cut_off_faces[0])
+    decoded = cv2.imdecode(np.frombuffer(photo, np.uint8), 1)
+    height, width = decoded.shape[:2]
+    response = await caller.embed(photo)
+
+    direct = detected_boxes(decoded)
+    assert min(box[0] for box in direct) < 0 and min(box[1] for box in direct) < 0  # past the edges
+    assert max(box[2] for box in direct) > width
+    boxes = [tuple(face.box) for face in response.faces]
+    assert boxes == [(max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)) for x0, y0, x1, y1 in direct]
+    assert all(0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for x0, y0, x1, y1 in boxes), boxes
+
+
 async def test_a_mirrored_halved_crop_of_one_face_is_closest_to_that_face_of_the_group(
     responder: EmbeddingResponder, caller: Caller, load_photo: PhotoLoader
 ) -> None:

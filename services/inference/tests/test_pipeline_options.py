@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from facerestore.events.v1 import events_pb2
 from inference_service.analysis.dlib_analyzer import DlibFaceAnalyzer
 from inference_service.faces.align import align_face
 from inference_service.pipeline import (
@@ -29,6 +30,7 @@ from inference_service.pipeline import (
 from inference_service.restoration.classical import ClassicalRestorer
 from inference_service.restoration.codeformer import CodeFormerRestorer
 from inference_service.restoration.gfpgan import GfpganRestorer
+from inference_service.worker import RestorationJob, restored_event
 
 CHOSEN = (1, 4)
 ONE_FACE = (slice(200, 480), slice(0, 260))  # rows, columns of t1.jpg: one face and background
@@ -145,6 +147,30 @@ def test_upscale_two_doubles_the_photo_and_pastes_the_face_at_the_doubled_size(
     assert difference(back, decode(single.restored_jpeg))[same_face].mean() < 8
     # Scores are measured at the original's size, so they compare across upscale settings.
     assert double.faces[0].identity_similarity == pytest.approx(single.faces[0].identity_similarity, abs=0.05)
+
+
+def test_faces_cut_off_by_the_edges_are_reported_inside_the_original_in_its_pixels_at_either_upscale(
+    analyzer: DlibFaceAnalyzer, cut_off_faces: tuple[np.ndarray, int, int]
+) -> None:
+    photo = cut_off_faces[0]
+    height, width = photo.shape[:2]
+    pipeline = RestorationPipeline(ClassicalRestorer(), analyzer, ClassicalRestorer(), 256, 92)
+    job = RestorationJob("image", "user", "originals/image.png", "r1", events_pb2.RestorationOptions())
+    expected = [face.box for face in analyzer.analyze(photo)]
+
+    for upscale in (1, 2):
+        result = pipeline.run(png(photo), RestoreOptions(upscale=upscale))
+        event = restored_event(job, ("r", "o", "t"), result, events_pb2.RestorationOptions(upscale=upscale))
+
+        assert decode(result.restored_jpeg).shape == (upscale * height, upscale * width, 3)
+        boxes = [tuple(face.box) for face in event.face_details]
+        # The original's pixels whatever the upscale, and within the original.
+        assert boxes == expected and len(boxes) == 6
+        assert all(0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for x0, y0, x1, y1 in boxes), boxes
+        assert min(box[0] for box in boxes) == 0 and min(box[1] for box in boxes) == 0
+        assert max(box[2] for box in boxes) == width
+        # The cut-off faces are restored and measured from where the detector found them.
+        assert result.identity_min > 0.9
 
 
 class WeightRecorder(torch.nn.Module):

@@ -17,7 +17,7 @@ import numpy as np
 
 from inference_service.analysis.base import (
     Box,
-    DetectedFace,
+    Detection,
     FaceAnalyzer,
     ModelFileMissing,
     l2_normalised,
@@ -87,7 +87,7 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         self._shape_predictor = dlib.shape_predictor(str(paths[SHAPE_PREDICTOR_FILE]))
         self._recogniser = dlib.face_recognition_model_v1(str(paths[RECOGNITION_MODEL_FILE]))
 
-    def _analyze(self, image_bgr: np.ndarray) -> list[DetectedFace]:
+    def _analyze(self, image_bgr: np.ndarray) -> list[Detection]:
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         faces = []
         with self._dlib_lock:
@@ -95,7 +95,7 @@ class DlibFaceAnalyzer(FaceAnalyzer):
             for rect, score in zip(rects, scores, strict=True):
                 shape = self._shape_predictor(rgb, rect)
                 faces.append(
-                    DetectedFace(
+                    Detection(
                         box=(int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom())),
                         score=float(score),
                         landmarks=ffhq_points(shape),

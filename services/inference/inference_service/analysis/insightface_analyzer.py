@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_service.analysis.base import Box, DetectedFace, FaceAnalyzer, ModelFileMissing, l2_normalised
+from inference_service.analysis.base import Box, Detection, FaceAnalyzer, ModelFileMissing, l2_normalised
 
 PACK = "buffalo_l"
 REQUIRED_FILES = ("det_10g.onnx", "w600k_r50.onnx")
@@ -63,11 +63,11 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         app.prepare(ctx_id=0 if use_gpu else -1, det_size=(self._det_size, self._det_size))
         self._app = app
 
-    def _analyze(self, image_bgr: np.ndarray) -> list[DetectedFace]:
+    def _analyze(self, image_bgr: np.ndarray) -> list[Detection]:
         with self._lock:
             found = self._app.get(image_bgr)
         return [
-            DetectedFace(
+            Detection(
                 box=(int(face.bbox[0]), int(face.bbox[1]), int(face.bbox[2]), int(face.bbox[3])),
                 score=float(face.det_score),
                 # RetinaFace's five points come in the FFHQ order already.
