@@ -1,8 +1,9 @@
 """What admins read, proven on a stack of its own (so that every number is this script's): after
 a scripted sequence of sign-ins (one wrong code), uploads (one whose stored original is lost, so
 its restoration fails; one over the upload limit), a second version of one image, a search,
-feedback, a report and a moderation, GET /v1/admin/stats shows exactly those numbers, by hour and
-by day (the second version a restoration requested, not an upload), and the model figures equal
+feedback, a report, a moderation and the deletion of the image with two versions, GET
+/v1/admin/stats shows exactly those numbers, by hour and by day (the second version a restoration
+requested, not an upload; the bytes freed those the bucket lost), and the model figures equal
 those recomputed from the images' and versions' own quality data; each user's activity lists what they did;
 the audit log lists the moderation with its reason; the owner sees the hidden image under review;
 and a user gets 403 from every admin route the API documents."""
@@ -199,6 +200,9 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
         ).status_code
         == 204
     )
+    # Bob deletes his image with two versions: its original's thumbnail is one file, though
+    # each version wrote it.
+    assert http.delete(f"/v1/images/{image['bob-1']}", headers=bearer(bob)).status_code == 204
     freed = on_disk - bucket_bytes(ops_stack)
     assert freed > 0
 
@@ -298,6 +302,25 @@ def test_statistics_activity_audit_and_moderation_show_exactly_what_happened(
     }
     assert alice_view["activity"][0]["kind"] == "image.deleted"
     assert alice_view["activity"][0]["details"] == {"image_id": image["alice-1"], "deleted_by": "admin"}
+
+    def bob_activity() -> dict[str, Any]:
+        body: dict[str, Any] = http.get(f"/v1/admin/users/{ids['bob']}", headers=bearer(admin)).json()
+        assert body["activity_counts"] == {
+            "user.signed_up": 1,
+            "user.signed_in": 1,
+            "image.uploaded": 1,
+            "restoration.requested": 1,
+            "image.deleted": 1,
+        }
+        return body
+
+    bob_view = eventually(bob_activity)
+    assert [entry["kind"] for entry in bob_view["activity"][:2]] == ["image.deleted", "restoration.requested"]
+    assert bob_view["activity"][1]["details"] == {
+        "image_id": image["bob-1"],
+        "restoration_id": "r2",
+        "model": "classical",
+    }
     carol_view = eventually(lambda: _with_unban(http, admin, ids["carol"]))
     assert [entry["kind"] for entry in carol_view["activity"][:2]] == ["user.unbanned", "user.banned"]
     assert carol_view["activity_counts"]["image.uploaded"] == 3

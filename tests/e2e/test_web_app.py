@@ -131,6 +131,25 @@ def upload_by_api(client: httpx.Client, headers: dict[str, str], tags: str, phot
     return image_id
 
 
+def wait_for_version_to_finish(
+    client: httpx.Client, headers: dict[str, str], image_id: str, restoration_id: str
+) -> None:
+    deadline = time.monotonic() + RESTORE_TIMEOUT_MS / 1000
+    while True:
+        versions = client.get(f"/v1/images/{image_id}", headers=headers).json()["restorations"]
+        if {version["id"]: version["status"] for version in versions}.get(restoration_id) in ("done", "failed"):
+            return
+        assert time.monotonic() < deadline, f"{restoration_id} not finished in time"
+        time.sleep(0.3)
+
+
+def admin_usage_totals(client: httpx.Client, admin_headers: dict[str, str]) -> dict[str, int]:
+    response = client.get("/v1/admin/stats", headers=admin_headers)
+    assert response.status_code == 200, response.text
+    totals: dict[str, int] = response.json()["usage"]["totals"]
+    return totals
+
+
 def test_a_person_uploads_compares_searches_and_deletes(
     watched: Watched, stack: RunningStack, client: httpx.Client, tmp_path: Path
 ) -> None:
@@ -338,12 +357,22 @@ def test_an_admin_reads_statistics_bans_a_user_and_removes_an_image(
     offender_headers = api_tokens(client, stack, offender)
     offender_id = client.get("/v1/me", headers=offender_headers).json()["id"]
     image_id = upload_by_api(client, offender_headers, "admin-test")
+    # The owner asks for a second version: the statistics count it as a version requested.
+    admin_headers = api_tokens(client, stack, stack.admin_sign_in_phone())
+    requested_before = admin_usage_totals(client, admin_headers)["restorations_requested"]
+    second = client.post(f"/v1/images/{image_id}/restorations", headers=offender_headers, json={"model": "classical"})
+    assert second.status_code == 202, second.text
+    wait_for_version_to_finish(client, offender_headers, image_id, second.json()["id"])
+    deadline = time.monotonic() + 30
+    while admin_usage_totals(client, admin_headers)["restorations_requested"] != requested_before + 1:
+        assert time.monotonic() < deadline, "the version requested was not counted"
+        time.sleep(0.3)
 
     page = watched.page
     sign_in(page, stack, stack.admin_sign_in_phone())
     page.get_by_role("link", name="Statistics").click()
     expect(page.get_by_role("heading", name="Statistics")).to_be_visible()
-    stats = client.get("/v1/admin/stats", headers=api_tokens(client, stack, stack.admin_sign_in_phone())).json()
+    stats = client.get("/v1/admin/stats", headers=admin_headers).json()
     figures = page.locator("dl.figures")
     expect(figures).to_contain_text("Users")
     expect(figures).to_contain_text("Mean sharpness gain")
@@ -353,6 +382,16 @@ def test_an_admin_reads_statistics_bans_a_user_and_removes_an_image(
     assert int(done_row.locator("td").text_content() or "0") >= 1
     assert stats["images_by_status"]["done"] >= 1
     expect(page.get_by_role("img", name="Uploads per day")).to_be_visible()
+    # The usage table has a column of versions requested, per day and in all over the period.
+    usage = page.get_by_role("table", name="Usage per day (UTC)")
+    expect(usage.locator("tfoot tr")).to_have_count(1)
+    column = usage.locator("thead th").all_text_contents().index("Versions requested")
+    totals = usage.locator("tfoot tr > *").all_text_contents()
+    assert totals[0] == "Total"
+    assert int(totals[column]) == stats["usage"]["totals"]["restorations_requested"] == requested_before + 1
+    per_day = [int(row.locator("th, td").nth(column).text_content() or "") for row in usage.locator("tbody tr").all()]
+    assert per_day == [bucket["restorations_requested"] for bucket in stats["usage"]["series"]]
+    assert per_day[-1] >= 1  # today's
     restorers = page.get_by_role("table", name="Restoration models")
     expect(restorers.get_by_role("rowheader")).not_to_have_count(0)
     expect(page.get_by_role("table", name="Queues")).to_contain_text("inference")

@@ -110,6 +110,10 @@ class AdminProjector:
         await self._usage.add(
             UsageEntry(envelope.event_id, at_ms, {"restorations_requested": 1}, user_id=event.user_id, active=True)
         )
+        details = {"image_id": event.image_id, "restoration_id": event.restoration_id}
+        if event.options.model:
+            details["model"] = event.options.model
+        await self._timeline.add(envelope.event_id, event.user_id, "restoration.requested", at_ms, details)
 
     async def _restored(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.image_restored
@@ -158,7 +162,9 @@ class AdminProjector:
     async def _deleted(self, envelope: events_pb2.Envelope) -> None:
         event = envelope.image_deleted
         at_ms = _ms(envelope)
-        freed = await self._results.deleted(event.image_id)
+        estimated = await self._results.deleted(event.image_id)
+        # History measures the bucket; only its events from before it did need the estimate.
+        freed = event.freed_bytes if event.HasField("freed_bytes") else estimated
         await self._usage.add(UsageEntry(envelope.event_id, at_ms, {"freed_bytes": freed}, user_id=event.user_id))
         details = {"image_id": event.image_id, "deleted_by": event.deleted_by}
         await self._timeline.add(envelope.event_id, event.user_id, "image.deleted", at_ms, details)

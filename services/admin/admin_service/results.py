@@ -187,8 +187,10 @@ class ModelResults:
         )
 
     async def deleted(self, image_id: str) -> int:
-        """Mark every version of the image deleted; returns the bytes they took in storage (the
-        original and each version's results; 0 for those already counted)."""
+        """Mark every version of the image deleted; returns an estimate of the bytes they took in
+        storage, for an `image.deleted` that does not carry history's measure: the original and
+        each version's results as written (the original's thumbnail, rewritten by every version,
+        counts once per version); 0 for those already counted."""
         freed = 0
         first = await self._results.find_one_and_update(
             {"_id": image_id, "deleted": False}, {"$set": {"deleted": True}}

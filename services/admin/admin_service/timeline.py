@@ -1,6 +1,7 @@
-"""Each user's activity, newest first: sign-ups and sign-ins, uploads, searches, reports and
-ratings, bans and role changes, as the services reported them (one entry per event, keyed by the
-event id, so a redelivery adds nothing)."""
+"""Each user's activity, newest first: sign-ups and sign-ins, uploads and the later versions
+they asked for, deletions, searches, reports and ratings, bans and role changes, as the
+services reported them (one entry per event, keyed by the event id, so a redelivery adds
+nothing)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ TIMELINE_KINDS = frozenset(
         "user.banned",
         "user.unbanned",
         "image.uploaded",
+        "restoration.requested",
         "image.deleted",
         "image.reported",
         "search.made",

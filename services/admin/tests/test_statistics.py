@@ -325,12 +325,17 @@ def version_failed(
     return envelope
 
 
-def deleted_event(event_id: str, image_id: str, user_id: str, at_ms: int) -> events_pb2.Envelope:
+def deleted_event(
+    event_id: str, image_id: str, user_id: str, at_ms: int, freed_bytes: int | None = None
+) -> events_pb2.Envelope:
+    """`freed_bytes` None: as history published it before it measured the bucket."""
     envelope = events_pb2.Envelope(
         event_id=event_id,
         type="image.deleted",
         image_deleted=events_pb2.ImageDeleted(image_id=image_id, user_id=user_id, deleted_by="user"),
     )
+    if freed_bytes is not None:
+        envelope.image_deleted.freed_bytes = freed_bytes
     envelope.occurred_at.FromMilliseconds(at_ms)
     return envelope
 
@@ -445,10 +450,74 @@ async def test_deleting_an_image_marks_every_version_deleted_and_frees_their_byt
     docs = {doc["_id"]: doc["deleted"] for doc in await database["results"].find({}, {"deleted": 1}).to_list(None)}
     assert docs == {"img-1": True, "img-1/r2": True, "img-1/r3": True, "img-1/r4": True, "img-9": False}
     report = await usage.report(DAY, DAY + DAY_MS, "day")
-    assert report.totals.values["freed_bytes"] == 5000 + 1000 + 2000  # the original, r1's and r2's results
+    # An event without history's measure (published before it measured): the estimate from what
+    # was written, the original, r1's and r2's results.
+    assert report.totals.values["freed_bytes"] == 5000 + 1000 + 2000
     # Deleted or not, what each restoration did still counts for its model.
     (classical, codeformer), _ = await models[1].summaries(DAY, DAY + DAY_MS)
     assert (classical.images, codeformer.images, codeformer.done, codeformer.failed) == (1, 3, 2, 1)
+
+
+async def test_a_deletion_frees_the_bytes_history_measured_in_the_bucket(
+    project: AdminProjector,
+    models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue],
+    database: AsyncIOMotorDatabase,
+) -> None:
+    usage = models[0]
+    # Each version's results as the worker reports them: its own files and the original's
+    # thumbnail, which every version rewrites (one object in the bucket, written three times).
+    await project(uploaded("u1", "img-1", "alice", T0, size=5000))
+    await project(restored("r1", "img-1", "alice", T0 + 1, duration=100, faces=1, identity=0.9, gain=2))
+    for number in (2, 3):
+        await project(requested(f"q{number}", "img-1", "alice", T0 + 2 * number, f"r{number}"))
+        await project(
+            version_restored(
+                f"o{number}", "img-1", "alice", T0 + 2 * number + 1, f"r{number}", duration=200, identity=0.9
+            )
+        )
+    written = (await usage.report(DAY, DAY + DAY_MS, "day")).totals.values["stored_bytes"]
+    assert written == 5000 + 1000 + 2000 + 2000
+    # What history found in the bucket just before removing the image's files.
+    in_bucket = 8400
+
+    await project(deleted_event("d1", "img-1", "alice", T0 + 10, freed_bytes=in_bucket))
+    await project(deleted_event("d1", "img-1", "alice", T0 + 10, freed_bytes=in_bucket))  # redelivered
+
+    report = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert report.totals.values["freed_bytes"] == in_bucket
+    deleted = await database["results"].find({"image_id": "img-1"}, {"deleted": 1}).to_list(None)
+    assert len(deleted) == 3 and all(doc["deleted"] for doc in deleted)
+
+    # An image whose files were gone already frees nothing, though its results said they were written.
+    await project(uploaded("u2", "img-2", "alice", T0 + 20, size=3000))
+    await project(deleted_event("d2", "img-2", "alice", T0 + 21, freed_bytes=0))
+    again = await usage.report(DAY, DAY + DAY_MS, "day")
+    assert again.totals.values["freed_bytes"] == in_bucket
+
+
+async def test_a_version_asked_for_is_in_its_users_activity(
+    project: AdminProjector, models: tuple[UsageLedger, ModelResults, Timeline, ModerationQueue]
+) -> None:
+    timeline = models[2]
+    await project(uploaded("u1", "img-1", "alice", T0, size=100))
+    await project(restored("r1", "img-1", "alice", T0 + 1, duration=100, faces=1, identity=0.9, gain=2))
+    await project(requested("q2", "img-1", "alice", T0 + 2, "r2"))
+    await project(requested("q2", "img-1", "alice", T0 + 2, "r2"))  # redelivered
+    await project(requested("q3", "img-1", "alice", T0 + 3, "r3"))
+    await project(version_restored("o2", "img-1", "alice", T0 + 4, "r2", duration=200, identity=0.9))
+
+    entries, cursor = await timeline.page("alice", 10, "")
+    assert [entry.kind for entry in entries] == ["restoration.requested", "restoration.requested", "image.uploaded"]
+    assert cursor == ""
+    assert [entry.at_ms for entry in entries] == [T0 + 3, T0 + 2, T0]
+    assert entries[0].details == {"image_id": "img-1", "restoration_id": "r3", "model": "codeformer"}
+    assert entries[1].details == {"image_id": "img-1", "restoration_id": "r2", "model": "codeformer"}
+    assert await timeline.counts("alice") == {"image.uploaded": 1, "restoration.requested": 2}
+
+    await project(
+        events_pb2.Envelope(event_id="e1", type="user.deleted", user_deleted=events_pb2.UserDeleted(user_id="alice"))
+    )
+    assert await timeline.counts("alice") == {}
 
 
 async def test_the_admin_queue_gets_reprocess_requests_whatever_model_they_name(

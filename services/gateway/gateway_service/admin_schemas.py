@@ -25,9 +25,13 @@ class UsageCountsOut(BaseModel):
     failed: int = Field(description="Uploaded images whose restoration ended failed (their first version)")
     rate_limited: int = Field(description="Requests refused by a rate limit (429)")
     rate_limited_by_limit: dict[str, int] = Field(default={}, description="Totals only: refusals per limit")
-    active_users: int = Field(description="Distinct users who signed in, uploaded, searched or reported")
+    active_users: int = Field(
+        description="Distinct users who signed in, uploaded, asked for a version, searched, reported or rated"
+    )
     stored_bytes: int = Field(description="Bytes written to storage: originals and results")
-    freed_bytes: int = Field(description="Bytes freed by deleting images")
+    freed_bytes: int = Field(
+        description="Bytes freed by deleting images: what their files took in storage, each file once"
+    )
     searches: int
     reports: int = Field(description="Results reported by their owners")
     ratings: int = Field(description="Ratings given to results")
@@ -106,14 +110,22 @@ class StatsOut(BaseModel):
 
 
 class ActivityEntryOut(BaseModel):
-    kind: str = Field(description="e.g. user.signed_in, image.uploaded, search.made, user.banned, user.role_changed")
+    kind: str = Field(
+        description=(
+            "user.signed_up, user.signed_in, user.role_changed, user.banned, user.unbanned, image.uploaded, "
+            "restoration.requested (a later version asked for), image.deleted, image.reported, search.made "
+            "or feedback.given"
+        )
+    )
     at: datetime
     details: dict[str, str]
 
 
 class UserActivityOut(BaseModel):
     user: UserOut
-    activity_counts: dict[str, int] = Field(description="All-time counts by kind")
+    activity_counts: dict[str, int] = Field(
+        description="All-time counts by kind (the kinds of `activity`; a kind the user never did is absent)"
+    )
     activity: list[ActivityEntryOut] = Field(description="Newest first")
     next_cursor: str | None
 

@@ -4,7 +4,9 @@ A delete is recorded before anything else: the tombstone is written with `purge_
 the same write, so it is its own outbox entry. The files, faces and index entries are then
 removed and `image.deleted` published at once when the storage and the broker answer;
 otherwise the maintenance loop finishes the work (Library.purge_pending) with the same event
-id, and the delete the client asked for stands either way."""
+id, and the delete the client asked for stands either way. The event says how many bytes the
+files took in the bucket, measured before the first of them is removed and kept with the
+tombstone, so a purge finished later announces the same number."""
 
 from __future__ import annotations
 
@@ -70,7 +72,11 @@ class History:
     async def purge(self, item: Item, deleted_by: str) -> None:
         """Remove what a tombstoned item left behind, announce its deletion and clear its
         `purge_pending` mark; idempotent, and the event id is the same however often it runs."""
-        await self.remove_blobs(item.blob_keys())
+        keys = item.blob_keys()
+        # Measured before anything is removed and kept with the tombstone, so that the event says
+        # what the bucket really held (each object once: versions share the original's thumbnail).
+        freed = await self.items.record_freed_bytes(item.id, await self.stored_bytes(keys))
+        await self.remove_blobs(keys)
         if self.faces is not None:
             await self.faces.delete_image(item.id)
         if self.face_index is not None:
@@ -78,11 +84,23 @@ class History:
             await self.face_index.delete_image(item.id)
         envelope = new_envelope(
             "history",
-            image_deleted=events_pb2.ImageDeleted(image_id=item.id, user_id=item.user_id, deleted_by=deleted_by),
+            image_deleted=events_pb2.ImageDeleted(
+                image_id=item.id, user_id=item.user_id, deleted_by=deleted_by, freed_bytes=freed
+            ),
         )
         envelope.event_id = derived_event_id(item.id, "purged")
         await asyncio.wait_for(self._bus.publish(envelope), self._publish_timeout)
         await self.items.purged(item.id)
+
+    async def stored_bytes(self, keys: list[str]) -> int:
+        """The size of the objects stored under `keys` (a missing one takes nothing)."""
+        total = 0
+        for key in keys:
+            try:
+                total += await self._blobs.size(key)
+            except BlobNotFound:
+                pass
+        return total
 
     async def remove_blobs(self, keys: list[str]) -> None:
         for key in keys:

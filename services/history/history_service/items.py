@@ -194,6 +194,18 @@ class ItemRepository:
         )
         return Item.from_document(doc) if doc else None
 
+    async def record_freed_bytes(self, image_id: str, measured: int) -> int:
+        """Keep the first measure of a tombstone's files and return it: a purge run again after
+        its files went measures nothing, yet announces what the first one found."""
+        doc = await self._items.find_one_and_update(
+            {"_id": image_id, "freed_bytes": {"$exists": False}},
+            {"$set": {"freed_bytes": measured}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            doc = await self._items.find_one({"_id": image_id}, {"freed_bytes": 1})
+        return int((doc or {}).get("freed_bytes") or 0)
+
     async def purged(self, image_id: str) -> None:
         """Clear a tombstone's `purge_pending` mark once its files are gone and its deletion announced."""
         await self._items.update_one({"_id": image_id}, {"$unset": {"purge_pending": ""}})

@@ -197,7 +197,11 @@ async def test_delete_removes_every_blob_and_announces_image_deleted(
     assert envelope.type == "image.deleted"
     assert envelope.producer == "history"
     assert envelope.WhichOneof("payload") == "image_deleted"
-    assert envelope.image_deleted == events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="user")
+    # What the four files took in the bucket.
+    freed = sum(len(data) for data in contents.values())
+    assert envelope.image_deleted == events_pb2.ImageDeleted(
+        image_id="alice-1", user_id=ALICE, deleted_by="user", freed_bytes=freed
+    )
 
 
 async def test_admin_delete_of_any_users_image_is_announced_as_by_admin(
@@ -211,7 +215,8 @@ async def test_admin_delete_of_any_users_image_is_announced_as_by_admin(
     assert deleted.user_id == ALICE
     announced = await read_events(amqp_url, bus.queue_name("probe"), expected=1)
     assert [e.image_deleted for e in announced] == [
-        events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="admin")
+        # Its files never reached the bucket: nothing freed, and said so.
+        events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="admin", freed_bytes=0)
     ]
 
 
@@ -286,8 +291,10 @@ async def test_a_delete_while_the_broker_reconnects_stands_and_is_announced_once
         await reconnecting.close()
 
     announced = await read_events(amqp_url, bus.queue_name("probe"), expected=2, wait_seconds=1.5)
+    # The files were gone when the purge was finished: it announces what they took before.
+    freed = sum(len(data) for data in contents.values())
     assert [envelope.image_deleted for envelope in announced] == [
-        events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="user")
+        events_pb2.ImageDeleted(image_id="alice-1", user_id=ALICE, deleted_by="user", freed_bytes=freed)
     ]
 
 

@@ -348,12 +348,15 @@ async def test_delete_all_empties_the_list_at_once_then_removes_every_file_and_a
 ) -> None:
     await bus.declare_queue("probe", ["image.deleted"])
     keys: list[str] = []
+    sizes: dict[str, int] = {}
     for index in range(3):
         upload = events.uploaded(f"img-{index}", ALICE, created_at_ms=BASE_MS + index)
         result = events.restored(f"img-{index}", ALICE)
         await project(upload)
         await project(result)
-        keys.extend((await store_renditions(upload, result)).keys())  # type: ignore[operator]
+        contents: dict[str, bytes] = await store_renditions(upload, result)  # type: ignore[operator]
+        keys.extend(contents)
+        sizes[f"img-{index}"] = sum(len(data) for data in contents.values())
     await project(events.uploaded("bob-1", BOB))
 
     assert await library.delete_all(ALICE) == 3
@@ -364,10 +367,14 @@ async def test_delete_all_empties_the_list_at_once_then_removes_every_file_and_a
     for key in keys:
         assert not await blobs.exists(key), key
     announced: dict[str, set[str]] = {}
+    freed: dict[str, set[int]] = {}
     while len(announced) < 3:
         envelope = await read_one(amqp_url, bus.queue_name("probe"))
         announced.setdefault(envelope.image_deleted.image_id, set()).add(envelope.event_id)
+        freed.setdefault(envelope.image_deleted.image_id, set()).add(envelope.image_deleted.freed_bytes)
     assert sorted(announced) == ["img-0", "img-1", "img-2"]
+    # Whichever purge published it, each says what its image's files took before either removed one.
+    assert freed == {image_id: {size} for image_id, size in sizes.items()}
     # Published twice or not, each deletion has one event id, which consumers act on once.
     assert all(len(event_ids) == 1 for event_ids in announced.values())
     assert await ids(library, BOB, ListFilters()) == ["bob-1"]

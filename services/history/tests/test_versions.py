@@ -6,13 +6,17 @@ indexed once; every version's files go with the image."""
 from __future__ import annotations
 
 import asyncio
+import time
 
+import aio_pika
 import pytest
+from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import Conflict, NotFound
 from facerestore_common.events import EventBus, new_envelope
+from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
 from history_service.erase import UserEraser
@@ -360,6 +364,66 @@ async def test_deleting_an_image_removes_every_versions_files(
 
     for key in contents:
         assert not await blobs.exists(key), key
+
+
+def bucket_objects(s3_endpoint: str, bucket: str) -> dict[str, int]:
+    """What the bucket holds, as its server lists it: every object's size by key."""
+    settings = StorageSettings(s3_endpoint=s3_endpoint)
+    client = Minio(
+        s3_endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=False,
+        region=settings.s3_region,
+    )
+    return {str(obj.object_name): int(obj.size or 0) for obj in client.list_objects(bucket, recursive=True)}
+
+
+async def deletions_announced(amqp_url: str, queue_name: str, expected: int) -> list[events_pb2.ImageDeleted]:
+    announced: list[events_pb2.ImageDeleted] = []
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).get_queue(queue_name, ensure=True)
+        deadline = time.monotonic() + 10
+        while len(announced) < expected and time.monotonic() < deadline:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            announced.append(events_pb2.Envelope.FromString(message.body).image_deleted)
+    return announced
+
+
+async def test_deleting_an_image_announces_what_its_files_took_in_the_bucket_each_once(
+    project: HistoryProjector, history: History, blobs: BlobStore, bus: EventBus, amqp_url: str, s3_endpoint: str
+) -> None:
+    await bus.declare_queue("probe", ["image.deleted"])
+    await project(uploaded())
+    await blobs.put(f"originals/{IMAGE}.jpg", b"o" * 5000, "image/jpeg")
+    await project(uploaded(image_id="img-kept"))
+    await blobs.put("originals/img-kept.jpg", b"k" * 700, "image/jpeg")
+    # Three versions, each written as the worker writes them: its result, its thumbnail and the
+    # original's thumbnail again (one object, rewritten by every version).
+    for number, size in ((1, 1000), (2, 2000), (3, 3000)):
+        restoration_id = f"r{number}"
+        if number > 1:
+            await project(requested(restoration_id))
+        result = restored(restoration_id, (0.9, 0.8), 40.0, CODEFORMER)
+        await project(result)
+        event = result.image_restored
+        await blobs.put(event.restored_key, b"r" * size, "image/jpeg")
+        await blobs.put(event.original_thumbnail_key, b"t" * 300, "image/jpeg")
+        await blobs.put(event.restored_thumbnail_key, b"s" * (size // 10), "image/jpeg")
+    before = bucket_objects(s3_endpoint, blobs.bucket)
+
+    await history.delete(IMAGE, owner_id=ALICE, deleted_by="user")
+
+    after = bucket_objects(s3_endpoint, blobs.bucket)
+    assert after == {"originals/img-kept.jpg": 700}
+    removed = sum(before.values()) - sum(after.values())
+    assert removed == 5000 + 300 + (1000 + 100) + (2000 + 200) + (3000 + 300)
+    (announced,) = await deletions_announced(amqp_url, bus.queue_name("probe"), expected=1)
+    assert announced.HasField("freed_bytes") and announced.freed_bytes == removed
 
 
 async def test_deleting_everything_and_erasing_the_account_remove_every_versions_files(

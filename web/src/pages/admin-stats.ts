@@ -7,6 +7,7 @@ import type { Page } from "../router";
 
 type Stats = Schemas["StatsOut"];
 type Bucket = Schemas["UsageBucketOut"];
+type Counts = Schemas["UsageCountsOut"];
 type ModelStats = Schemas["ModelStatsOut"];
 type Granularity = "day" | "hour";
 
@@ -79,8 +80,10 @@ function bucketWords(start: string, granularity: Granularity): string {
     : date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
 }
 
-/** Uploads per bucket as columns (restored in green, failed in red on top), with the numbers in a table. */
-function usageChart(series: Bucket[], granularity: Granularity): HTMLElement {
+/** Uploads per bucket as columns (restored in green, failed in red on top), with the numbers in a
+ * table: one row per bucket and the period's totals below. */
+function usageChart(usage: Stats["usage"], granularity: Granularity): HTMLElement {
+  const series: Bucket[] = usage.series;
   const largest = Math.max(1, ...series.map((bucket) => Math.max(bucket.uploads, bucket.done + bucket.failed)));
   const height = 160;
   const step = Math.max(14, Math.floor(560 / Math.max(1, series.length)));
@@ -106,14 +109,15 @@ function usageChart(series: Bucket[], granularity: Granularity): HTMLElement {
       chart.append(svg("text", { x: x - step * 0.2, y: height + 20, class: "chart-value" }, bucketWords(bucket.start, granularity)));
     }
   });
-  const columns: [string, (bucket: Bucket) => string][] = [
-    ["Sign-ins", (b) => String(b.sign_ins)],
-    ["New users", (b) => String(b.sign_ups)],
-    ["Uploads", (b) => String(b.uploads)],
-    ["Restored", (b) => String(b.done)],
-    ["Failed", (b) => String(b.failed)],
-    ["Searches", (b) => String(b.searches)],
-    ["Active users", (b) => String(b.active_users)],
+  const columns: [string, (counts: Counts) => string][] = [
+    ["Sign-ins", (c) => String(c.sign_ins)],
+    ["New users", (c) => String(c.sign_ups)],
+    ["Uploads", (c) => String(c.uploads)],
+    ["Restored", (c) => String(c.done)],
+    ["Failed", (c) => String(c.failed)],
+    ["Versions requested", (c) => String(c.restorations_requested)],
+    ["Searches", (c) => String(c.searches)],
+    ["Active users", (c) => String(c.active_users)],
   ];
   const table = h(
     "div",
@@ -129,6 +133,12 @@ function usageChart(series: Bucket[], granularity: Granularity): HTMLElement {
         ...series.map((bucket) =>
           h("tr", {}, h("th", { scope: "row" }, bucketWords(bucket.start, granularity)), ...columns.map(([, value]) => h("td", {}, value(bucket)))),
         ),
+      ),
+      // Active users over the period are distinct people, not the sum of the rows.
+      h(
+        "tfoot",
+        {},
+        h("tr", { class: "totals" }, h("th", { scope: "row" }, "Total"), ...columns.map(([, value]) => h("td", {}, value(usage.totals)))),
       ),
     ),
   );
@@ -222,7 +232,7 @@ export const adminStatsPage: Page = {
       h("h2", {}, "Images by status"),
       statusChart(data),
       h("h2", {}, "Usage over time"),
-      usageChart(data.usage.series, granularity),
+      usageChart(data.usage, granularity),
       h("h2", {}, "Models"),
       modelsTable("Restoration models", data.models.restorers),
       modelsTable("Face analysis models", data.models.analyzers),

@@ -1,4 +1,4 @@
-// Admins: one user and their activity (sign-ins, uploads, searches, reports, bans), newest first.
+// Admins: one user and their activity (sign-ins, uploads, versions requested, searches, reports, bans), newest first.
 import { api, authed } from "../api";
 import { formatDate, h, messageBox } from "../dom";
 import { describeProblem } from "../problems";

@@ -70,7 +70,10 @@ async def stats(
 @router.get(
     "/v1/admin/users/{user_id}",
     response_model=UserActivityOut,
-    summary="One user with their activity: sign-ins, uploads, searches, reports, bans, role changes",
+    summary=(
+        "One user with their activity: sign-ins, uploads, versions requested, deletions, searches, reports, "
+        "ratings, bans, role changes"
+    ),
     responses={**_admin_errors, 404: NOT_FOUND},
 )
 async def get_user(
