@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry import trace
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
@@ -287,36 +288,41 @@ async def test_always_failing_handler_is_retried_with_growing_delays_then_dead_l
         call_times.append(time.monotonic())
         raise ConnectionError("storage is down")
 
-    # Delays 0.2 s, 0.4 s, then 0.4 s again where doubling would give 0.8 s.
-    queue = await broker.consume(
-        "history",
-        ["image.uploaded"],
-        handler,
-        max_attempts=4,
-        retry_base_seconds=0.2,
-        retry_max_seconds=0.4,
-        on_give_up=give_ups,
-    )
-    envelope = uploaded()
-    await broker.bus.publish(envelope)
+    with capture_logs() as logs:
+        queue = await broker.consume(
+            "history",
+            ["image.uploaded"],
+            handler,
+            max_attempts=4,
+            retry_base_seconds=0.2,
+            retry_max_seconds=0.4,
+            on_give_up=give_ups,
+        )
+        envelope = uploaded()
+        await broker.bus.publish(envelope)
 
-    dead = await broker.take(f"{queue}.dlq")
-    await broker.bus.close()
+        dead = await broker.take(f"{queue}.dlq")
+        await broker.bus.close()
 
+    # Doubling from 0.2 s, then 0.4 s again where doubling would give 0.8 s.
+    delays = [entry["delay_seconds"] for entry in logs if entry["event"] == "event_retry_scheduled"]
+    assert delays == [0.2, 0.4, 0.4]
     assert len(call_times) == 4
-    first, second, third = (later - earlier for earlier, later in pairwise(call_times))
-    assert first >= 0.2
-    assert second >= 0.4
-    assert second > first
-    assert 0.4 <= third < 0.8
+    # The delay queue held each retry for at least its delay (a busy machine only adds to the waits).
+    waits = [later - earlier for earlier, later in pairwise(call_times)]
+    assert all(wait >= delay for wait, delay in zip(waits, delays, strict=True)), (waits, delays)
     assert give_ups.calls == [(envelope.event_id, "retries_exhausted: ConnectionError")]
     assert (consumed(queue, "retried"), consumed(queue, "dead_lettered"), consumed(queue, "acked")) == (3, 1, 0)
     assert events_pb2.Envelope.FromString(dead.body) == envelope
     assert dead.message_id == envelope.event_id
     assert dead.headers["x-attempt"] == 4
     assert dead.headers["traceparent"] == TRACEPARENT
-    deaths = {(death["queue"], death["reason"]) for death in cast(list[dict[str, Any]], dead.headers["x-death"])}
-    assert deaths == {(f"{queue}.retry", "expired"), (queue, "rejected")}
+    deaths = {
+        (death["queue"], death["reason"], death["count"])
+        for death in cast(list[dict[str, Any]], dead.headers["x-death"])
+    }
+    # Each of the three retries waited out its TTL in the delay queue.
+    assert deaths == {(f"{queue}.retry", "expired", 3), (queue, "rejected", 1)}
     for leftover in (queue, f"{queue}.retry", f"{queue}.dlq"):
         assert await broker.ready_count(leftover) == 0, leftover
     assert not await broker.processed("history").seen(envelope.event_id)

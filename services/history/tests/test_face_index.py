@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -322,7 +323,9 @@ async def test_a_second_process_cannot_open_the_embedded_index_while_it_is_in_us
     assert b"open in another process" in out
 
 
-def optimizing_index(path: Path, quiet_seconds: float, check_seconds: float) -> EdgeFaceIndex:
+def optimizing_index(
+    path: Path, quiet_seconds: float, check_seconds: float, clock: Callable[[], float] = time.monotonic
+) -> EdgeFaceIndex:
     """An embedded index whose background optimizer indexes once 100 faces wait and writes pause."""
     tuning = EngineTuning(
         indexing_threshold_kb=1,
@@ -330,7 +333,29 @@ def optimizing_index(path: Path, quiet_seconds: float, check_seconds: float) -> 
         optimize_quiet_seconds=quiet_seconds,
         optimize_check_seconds=check_seconds,
     )
-    return EdgeFaceIndex(path, tuning=tuning)
+    return EdgeFaceIndex(path, tuning=tuning, clock=clock)
+
+
+class SteppedClock:
+    """A monotonic clock that moves only when the test moves it, and counts its readings so
+    that the test can wait for the background optimizer's next look at it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return self.now
+
+    async def next_reading(self, within: float = 30.0) -> None:
+        """Wait until the clock is read again: by the optimizer, while the test leaves the index alone."""
+        seen = self.readings
+        deadline = time.monotonic() + within
+        while self.readings == seen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the optimizer did not look at the clock within {within} s")
+            await asyncio.sleep(0.005)
 
 
 async def add_people(index: EdgeFaceIndex, count: int, seed: int) -> np.ndarray:
@@ -400,15 +425,20 @@ async def test_changed_tuning_applies_when_the_embedded_index_reopens(tmp_path: 
 
 
 async def test_searches_postpone_the_background_optimize_until_the_index_is_idle(tmp_path: Path) -> None:
-    index = optimizing_index(tmp_path / "idx", quiet_seconds=0.3, check_seconds=0.05)
+    # Idle time is measured on a clock the test moves, so a busy machine stalling the test
+    # between two searches cannot pass for an idle index.
+    clock = SteppedClock()
+    index = optimizing_index(tmp_path / "idx", quiet_seconds=0.3, check_seconds=0.01, clock=clock)
     await index.open()
     try:
         people = await add_people(index, 150, seed=20)
-        for i in range(20):  # a search every 0.1 s: never idle for 0.3 s
+        for i in range(10):  # a search every 0.2 s: never idle for 0.3 s, though 2 s pass after the writes
+            clock.now += 0.2
+            await clock.next_reading()  # the optimizer has looked, 0.2 s after the last search
             await index.search(people[i].tolist(), DLIB, 1, SearchFilters(), "alice")
-            await asyncio.sleep(0.1)
         assert indexed(index) == 0
 
+        clock.now += 0.3
         assert await indexed_after_waiting(index, 150) >= 150
     finally:
         await index.close()
