@@ -61,6 +61,10 @@ class _Shard:
         # Points not in the HNSW graph after the last optimize(): only growth beyond it counts.
         self.unindexed_after_optimize = 0
 
+    def full_scan_points(self, threshold_kb: int) -> int:
+        """The engine's full-scan threshold in vectors (it counts KB of float32 vectors)."""
+        return threshold_kb * 1024 // (4 * self.dimension)
+
 
 def _unindexed(shard: qe.EdgeShard) -> int:
     info = shard.info()
@@ -75,7 +79,9 @@ class EdgeFaceIndex(FaceIndex):
         tuning: EngineTuning = DEFAULT_TUNING,
         *,
         background_optimize: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` measures how long the index has been idle (a test moves one by hand)."""
         self._root = Path(path)
         self._prefix = collection
         self._tuning = tuning
@@ -84,7 +90,8 @@ class EdgeFaceIndex(FaceIndex):
         self._engine_lock = threading.Lock()
         self._create_lock = asyncio.Lock()
         self._optimizer: asyncio.Task[None] | None = None
-        self._last_activity = time.monotonic()
+        self._clock = clock
+        self._last_activity = clock()
 
     # -- engine plumbing ---------------------------------------------------------------
 
@@ -195,7 +202,7 @@ class EdgeFaceIndex(FaceIndex):
         return qe.Filter(must=[qe.FieldCondition(key=IMAGE_ID, match=qe.MatchValue(image_id))], must_not=must_not)
 
     async def replace_image(self, image_id: str, faces: Sequence[IndexedFace]) -> None:
-        self._last_activity = time.monotonic()
+        self._last_activity = self._clock()
         kept: dict[str, list[str]] = {}
         for face in faces:
             if face.image_id != image_id:
@@ -212,7 +219,7 @@ class EdgeFaceIndex(FaceIndex):
 
     async def upsert(self, faces: Sequence[IndexedFace]) -> None:
         """Faces of any images, written as they are (reindex): no clean-up of other faces."""
-        self._last_activity = time.monotonic()
+        self._last_activity = self._clock()
         for face in faces:
             await self._shard_for(face.model, len(face.vector))
         for start in range(0, len(faces), self._tuning.upsert_batch):
@@ -228,7 +235,7 @@ class EdgeFaceIndex(FaceIndex):
             await self._run(self._shards[name].shard.update, operation)
 
     async def _delete_where(self, condition: qe.Filter) -> None:
-        self._last_activity = time.monotonic()
+        self._last_activity = self._clock()
         operation = qe.UpdateOperation.delete_points_by_filter(condition)
         for shard in list(self._shards.values()):
             await self._run(shard.shard.update, operation)
@@ -258,27 +265,48 @@ class EdgeFaceIndex(FaceIndex):
         min_cosine: float | None = None,
         exclude: Sequence[tuple[str, int]] = (),
     ) -> list[FaceHit]:
-        self._last_activity = time.monotonic()
+        self._last_activity = self._clock()
         shard = self._shards.get(collection_for(self._prefix, model))
         if shard is None:
             return []
+        points = await self._run(
+            self._query, shard, list(vector), top_k, _filter(filters, user_id, exclude), min_cosine
+        )
+        return [FaceHit.from_payload(point.payload or {}, point.score) for point in points]
+
+    def _query(
+        self, shard: _Shard, vector: list[float], top_k: int, condition: qe.Filter | None, min_cosine: float | None
+    ) -> list[qe.ScoredPoint]:
         request = qe.QueryRequest(
             limit=top_k,
-            query=qe.Query.Nearest(list(vector)),
-            filter=_filter(filters, user_id, exclude),
+            query=qe.Query.Nearest(vector),
+            filter=condition,
             with_payload=True,
             score_threshold=min_cosine,
-            params=qe.SearchParams(
-                hnsw_ef=self._tuning.hnsw_ef,
-                quantization=qe.QuantizationSearchParams(
-                    rescore=True, oversampling=self._tuning.quantization_oversampling
-                )
-                if self._tuning.quantization != "none"
-                else None,
-            ),
+            params=self._search_params(shard, condition),
         )
-        points = await self._run(shard.shard.query, request)
-        return [FaceHit.from_payload(point.payload or {}, point.score) for point in points]
+        return shard.shard.query(request)
+
+    def _search_params(self, shard: _Shard, condition: qe.Filter | None) -> qe.SearchParams:
+        """Exact search when the filter is expected to leave fewer faces than the full-scan
+        threshold, else the graph. The engine makes that choice itself, per segment, but where
+        the filter's cheap bounds are inconclusive (a heavy user + a date range + a tag) it
+        decides by sampling 1,000 points with a fixed seed and stops at the first confident
+        guess: one match among the first few samples reads as "thousands match" although a
+        hundred do, and it walks the graph, where those few faces have almost no links among
+        them. The walk then stops after one or two faces (recall@10 of 0.0, measured). Its
+        estimate from the payload indexes (the product of the conditions' shares) has no such
+        jump and costs ~0.05 ms."""
+        if condition is not None:
+            expected = shard.shard.count(qe.CountRequest(exact=False, filter=condition))
+            if expected <= shard.full_scan_points(self._tuning.full_scan_threshold_kb):
+                return qe.SearchParams(exact=True)
+        return qe.SearchParams(
+            hnsw_ef=self._tuning.hnsw_ef,
+            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=self._tuning.quantization_oversampling)
+            if self._tuning.quantization != "none"
+            else None,
+        )
 
     async def count(self, model: str | None = None) -> int:
         names = list(self._shards) if model is None else [collection_for(self._prefix, model)]
@@ -318,7 +346,7 @@ class EdgeFaceIndex(FaceIndex):
         tuning = self._tuning
         while True:
             await asyncio.sleep(tuning.optimize_check_seconds)
-            if time.monotonic() - self._last_activity < tuning.optimize_quiet_seconds:
+            if self._clock() - self._last_activity < tuning.optimize_quiet_seconds:
                 continue
             for shard in list(self._shards.values()):
                 try:

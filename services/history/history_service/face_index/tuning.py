@@ -24,7 +24,8 @@ class EngineTuning:
     # Links per node in the extra graphs built for payload-indexed fields (None: m).
     payload_m: int | None = None
     # Below this many kilobytes of vectors matching a filter, search scans them exactly
-    # through the payload index instead of walking the graph.
+    # through the payload index instead of walking the graph (the embedded adapter decides
+    # from the engine's estimate of the matches: EdgeFaceIndex._search_params).
     full_scan_threshold_kb: int = 10_000
     # Candidate list while searching: higher is more accurate and slower.
     hnsw_ef: int = 512

@@ -1,0 +1,84 @@
+"""The embedded index under a selective filter: one user owns most faces, and a search narrows
+them to a date range and a tag, leaving a few dozen faces of thousands. The engine's own choice
+between its graph and an exact scan (a seeded sample of the segment's points) sends some of
+these searches into the graph, where the few matching faces are barely linked and the walk
+stops after one or two of them; the adapter must answer them all exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from history_service.face_index import EngineTuning, IndexedFace, SearchFilters
+from history_service.face_index.edge import EdgeFaceIndex
+
+DAY_MS = 86_400_000
+BASE_MS = 1_700_000_000_000
+FACES = 3_000
+DIMENSION = 32
+TAGS = 15
+TOP_K = 10
+
+
+def corpus(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectors clustered by identity (~10 photos each); 80% of the faces belong to user-0, the
+    rest to 49 others; creation times over two years; one tag of 15 per face."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((FACES // 10, DIMENSION))
+    shown = rng.integers(0, len(centres), FACES)
+    vectors = centres[shown] + 0.6 * rng.standard_normal((FACES, DIMENSION))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    users = np.where(rng.random(FACES) < 0.8, 0, rng.integers(1, 50, FACES))
+    created = BASE_MS + rng.integers(0, 730 * DAY_MS, FACES)
+    tags = rng.integers(0, TAGS, FACES)
+    return vectors, users, created, tags
+
+
+async def test_a_heavy_users_search_by_dates_and_a_tag_finds_the_exact_top_10(tmp_path: Path) -> None:
+    vectors, users, created, tags = corpus(seed=1)
+    # A full-scan threshold of 80 vectors (10 KB of 32-d floats) stands for the service's 5,000 at
+    # 1,000,000 faces: each search below leaves ~40 faces, under it as the benchmark's do (p95 ~1,500).
+    # Without the adapter's own choice, 10-18 of the 200 searches stopped short in every run (which
+    # ones varies: the engine builds with several threads).
+    tuning = EngineTuning(indexing_threshold_kb=1, full_scan_threshold_kb=10)
+    index = EdgeFaceIndex(tmp_path / "idx", "faces", tuning, background_optimize=False)
+    await index.open()
+    try:
+        await index.upsert(
+            [
+                IndexedFace(
+                    f"img-{row}",
+                    0,
+                    f"user-{users[row]}",
+                    "m",
+                    vectors[row].tolist(),
+                    int(created[row]),
+                    tags=(f"tag-{tags[row]}",),
+                )
+                for row in range(FACES)
+            ]
+        )
+        await index.optimize()
+
+        rng = np.random.default_rng(2)
+        wrong = []
+        for nth in range(200):
+            middle = BASE_MS + int(rng.integers(90, 640)) * DAY_MS
+            tag = int(rng.integers(0, TAGS))
+            query = vectors[rng.integers(0, FACES)] + 0.3 * rng.standard_normal(DIMENSION)
+            filters = SearchFilters(middle - 90 * DAY_MS, middle + 90 * DAY_MS, tags=(f"tag-{tag}",))
+            passing = np.nonzero(
+                (users == 0) & (created >= filters.created_from_ms) & (created <= filters.created_to_ms) & (tags == tag)
+            )[0]
+            exact = passing[np.argsort(-(vectors[passing] @ query))[:TOP_K]]
+
+            hits = await index.search(query.tolist(), "m", TOP_K, filters, "user-0")
+
+            found = sorted(int(hit.image_id.removeprefix("img-")) for hit in hits)
+            if found != sorted(exact.tolist()):
+                wrong.append((nth, len(passing), len(hits)))
+        # (query, faces passing the filter, faces returned) of every search that missed.
+        assert wrong == []
+    finally:
+        await index.close()
