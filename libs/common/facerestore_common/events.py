@@ -39,6 +39,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from facerestore.events.v1 import events_pb2
+from facerestore_common.broker_connect import connect_when_available
 from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
 from facerestore_common.telemetry import context_from_traceparent, current_traceparent
@@ -186,12 +187,17 @@ class EventBus:
         topology: Mapping[str, Sequence[str]] | None = None,
         *,
         robust: bool = True,
+        connect_timeout_seconds: float = 0.0,
     ) -> None:
         """`robust`: reconnect by itself after the broker went away (consumers need that). A
         publisher that reconnects on its own schedule passes False: cancelling a robust connection's
-        first attempt only makes it schedule another, which a shutdown would then wait for."""
+        first attempt only makes it schedule another, which a shutdown would then wait for.
+
+        `connect_timeout_seconds`: how long connect() waits for a broker that is not there yet
+        (BROKER_CONNECT_TIMEOUT_SECONDS at a service's start-up); 0 tries once."""
         self._url = amqp_url
         self._robust = robust
+        self._connect_timeout_seconds = connect_timeout_seconds
         self._topology = dict(topology or {})
         # Events that some consumer must get (a binding of the topology matches their routing
         # key): publishing one that no queue takes is an error. Other events (no consumer yet,
@@ -217,14 +223,23 @@ class EventBus:
         name = self.queue_name(consumer)
         return name, f"{name}.retry", f"{name}.dlq"
 
-    async def connect(self) -> None:
+    async def _open_connection(self, attempt_timeout_seconds: float | None) -> AbstractRobustConnection:
         properties: FieldTable = {"connection_name": self._producer}
         if self._robust:
-            self._connection = await aio_pika.connect_robust(self._url, client_properties=properties)
-        else:
-            # Used as the robust one is, less the reconnecting.
-            plain = await aio_pika.connect(self._url, client_properties=properties)
-            self._connection = cast(AbstractRobustConnection, plain)
+            return await aio_pika.connect_robust(
+                self._url, client_properties=properties, timeout=attempt_timeout_seconds
+            )
+        # Used as the robust one is, less the reconnecting.
+        plain = await aio_pika.connect(self._url, client_properties=properties, timeout=attempt_timeout_seconds)
+        return cast(AbstractRobustConnection, plain)
+
+    async def connect(self) -> None:
+        """Connect, waiting up to `connect_timeout_seconds` for the broker (BrokerUnavailableError
+        after that), and declare the exchanges and the topology's queues. Not connected (is_connected()
+        False, so probes say "not ready") until the broker accepted."""
+        self._connection = await connect_when_available(
+            self._open_connection, self._url, self._connect_timeout_seconds, name=self._producer
+        )
         # A mandatory message that no queue is bound to comes back from the broker:
         # publish() then raises instead of the event vanishing.
         self._publish_channel = await self._connection.channel(  # type: ignore[assignment]

@@ -71,6 +71,9 @@ class BrokerSettings(BaseSettings):
     # Prefixes queue names so that several stacks can share one broker (tests do).
     queue_prefix: str = "facerestore"
     consumer_prefetch: int = Field(default=4, ge=1)
+    # How long a service starting while the broker is down waits for it (retrying with back-off)
+    # before it gives up and exits; 0 gives up after one attempt.
+    broker_connect_timeout_seconds: float = Field(default=60.0, ge=0)
 
 
 class StorageSettings(BaseSettings):

@@ -45,6 +45,7 @@ async def serve(settings: Settings) -> None:
         settings.queue_prefix,
         "admin",
         topology=CONSUMER_BINDINGS,
+        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
     )
     await bus.connect()
     await bus.consume(

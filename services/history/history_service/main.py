@@ -42,6 +42,7 @@ async def serve(settings: Settings) -> None:
         settings.queue_prefix,
         "history",
         topology=CONSUMER_BINDINGS,
+        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
     )
     await bus.connect()
     faces = FaceRepository(database)

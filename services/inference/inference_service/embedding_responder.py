@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter, Histogram
 
 from facerestore.inference.v1 import embedding_pb2
+from facerestore_common.broker_connect import connect_when_available
 from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
 from facerestore_common.topology import embed_queue_name
@@ -51,8 +52,18 @@ def embed_photo(analyzer: FaceAnalyzer, content: bytes) -> embedding_pb2.EmbedFa
 
 
 class EmbeddingResponder:
-    def __init__(self, amqp_url: str, queue_prefix: str, analyzer: FaceAnalyzer, prefetch: int) -> None:
+    def __init__(
+        self,
+        amqp_url: str,
+        queue_prefix: str,
+        analyzer: FaceAnalyzer,
+        prefetch: int,
+        *,
+        connect_timeout_seconds: float = 0.0,
+    ) -> None:
+        """`connect_timeout_seconds`: how long start() waits for a broker that is not there yet."""
         self._url = amqp_url
+        self._connect_timeout_seconds = connect_timeout_seconds
         self._queue_name = embed_queue_name(queue_prefix)
         self._analyzer = analyzer
         self._prefetch = prefetch
@@ -77,8 +88,15 @@ class EmbeddingResponder:
     def oldest_held_seconds(self) -> float:
         return self._in_flight.oldest_seconds()
 
+    async def _open_connection(self, attempt_timeout_seconds: float | None) -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": "embedder"}, timeout=attempt_timeout_seconds
+        )
+
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": "embedder"})
+        self._connection = await connect_when_available(
+            self._open_connection, self._url, self._connect_timeout_seconds, name="embedder"
+        )
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
         # The caller declares the same queue the same way (durable, no arguments), whichever starts first.

@@ -79,6 +79,7 @@ async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Resto
         settings.queue_prefix,
         "inference",
         topology=CONSUMER_BINDINGS,
+        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
     )
     await bus.connect()
     # Events without options (published before them) are restored by the best family served.
@@ -139,7 +140,11 @@ async def work(settings: Settings) -> None:
     responder: EmbeddingResponder | None = None
     if "embed" in settings.roles:
         responder = EmbeddingResponder(
-            settings.amqp_url.get_secret_value(), settings.queue_prefix, analyzer, settings.consumer_prefetch
+            settings.amqp_url.get_secret_value(),
+            settings.queue_prefix,
+            analyzer,
+            settings.consumer_prefetch,
+            connect_timeout_seconds=settings.broker_connect_timeout_seconds,
         )
         await responder.start()
         probes.add("embed", responder)

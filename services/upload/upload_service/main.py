@@ -38,6 +38,7 @@ async def serve(settings: Settings) -> None:
         settings.queue_prefix,
         "upload",
         topology=CONSUMER_BINDINGS,
+        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
     )
     await bus.connect()
     verifier, auth_channel = remote_token_verifier(settings)
