@@ -90,7 +90,7 @@ class Rig:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"facerestore-load-{self.run_id}-"))
         try:
             self.rabbitmq = PrivateRabbitMQ(self.tmp, f"chaos-{self.run_id}")
-            self.redis = PrivateRedis(self.tmp)
+            self.redis = PrivateRedis(self.tmp, taken={self.rabbitmq.port, self.rabbitmq.dist_port})
         except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise

@@ -22,6 +22,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -88,17 +92,51 @@ def _stop_group(process: subprocess.Popen[bytes], sig: signal.Signals = signal.S
 class PrivateRedis:
     """`redis-server` on a port of its own, keeping nothing on disk (`--save ''`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, taken: set[int] | None = None) -> None:
         self.folder = root / "redis"
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.port,) = free_low_ports(1)
+        self._taken = set(taken or ())
+        (self.port,) = free_low_ports(1, self._taken)
         self._process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start it; the first start moves to another port when its own was taken meanwhile (a port
+        free when picked can be bound by another listener before redis binds it: redis then exits,
+        while that listener answers the port check). A restart keeps the port the services know."""
+        for _ in range(1 if self._started else 5):
+            try:
+                self._start_on_port()  # raises when redis exits before anything listens
+            except RuntimeError:
+                pass
+            if self._serving():
+                self._started = True
+                return
+            self.stop()
+            if self._started:
+                break
+            self._taken.add(self.port)
+            (self.port,) = free_low_ports(1, self._taken)
+        raise RuntimeError(f"redis-server could not serve on port {self.port} (see {self.folder / 'redis.log'})")
+
+    def _serving(self) -> bool:
+        """Whether the process that answers on the port is this redis-server."""
+        if self._process is None or self._process.poll() is not None:
+            return False
+        client = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+        try:
+            info = client.info("server")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return self._process.poll() is None and info["process_id"] == self._process.pid
+
+    def _start_on_port(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make brokers installs it)")

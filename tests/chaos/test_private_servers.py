@@ -1,0 +1,59 @@
+"""The chaos rig's private Redis: a port taken between picking it and binding it must not leave
+the services talking to whatever else listens there (a short chaos run once failed so: redis
+exited on `bind: Address already in use`, the port check passed on the other listener, and auth
+timed out reading from it)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from benchmarks.load.servers import PrivateRedis
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_port_taken_before_the_first_start_moves_redis_to_another_port(private_redis: PrivateRedis) -> None:
+    picked = private_redis.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", picked))
+        squatter.listen()
+
+        private_redis.start()
+
+        assert private_redis.port != picked
+        client = redis.Redis(port=private_redis.port, socket_timeout=5)
+        assert client.set("chaos-probe", "1") and client.get("chaos-probe") == b"1"
+
+
+def test_a_restart_keeps_the_port_the_services_were_given(private_redis: PrivateRedis) -> None:
+    private_redis.start()
+    port = private_redis.port
+    private_redis.stop()
+    private_redis.start()
+
+    assert private_redis.port == port
+    assert redis.Redis(port=port, socket_timeout=5).ping()
+
+
+def test_a_restart_whose_port_was_taken_fails_instead_of_moving(private_redis: PrivateRedis) -> None:
+    private_redis.start()
+    port = private_redis.port
+    private_redis.stop()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(RuntimeError, match=f"port {port}"):
+            private_redis.start()
+    assert private_redis.port == port
