@@ -174,14 +174,14 @@ spec:
           {{- /* Readiness follows the standard gRPC health, NOT_SERVING while MongoDB, Redis or the
               broker does not answer; liveness only asks whether the server accepts connections,
               so that a database outage takes pods out of the Service without restarting them.
-              The server listens only once MongoDB's indexes are made and the broker took the
-              connection, which start-up waits up to config.brokerConnectTimeoutSeconds for:
-              liveness applies after that (a minute to spare for the rest). */}}
+              The server listens only once its dependencies answered (MongoDB, Redis, S3, the
+              broker), which start-up waits up to config.startupWaitSeconds for in all: liveness
+              applies after that (a minute to spare for the rest). */}}
           startupProbe:
             tcpSocket:
               port: grpc
             periodSeconds: 5
-            failureThreshold: {{ add 12 (div (add (int $root.Values.config.brokerConnectTimeoutSeconds) 4) 5) }}
+            failureThreshold: {{ add 12 (div (add (int $root.Values.config.startupWaitSeconds) 4) 5) }}
           readinessProbe:
             grpc:
               port: {{ $spec.port }}

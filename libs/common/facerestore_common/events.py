@@ -42,6 +42,7 @@ from facerestore.events.v1 import events_pb2
 from facerestore_common.broker_connect import connect_when_available
 from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.telemetry import context_from_traceparent, current_traceparent
 from facerestore_common.topology import RESTORER_FAMILIES, ROUTED_BY_MODEL
 
@@ -187,17 +188,17 @@ class EventBus:
         topology: Mapping[str, Sequence[str]] | None = None,
         *,
         robust: bool = True,
-        connect_timeout_seconds: float = 0.0,
+        startup_deadline: StartupDeadline | None = None,
     ) -> None:
         """`robust`: reconnect by itself after the broker went away (consumers need that). A
         publisher that reconnects on its own schedule passes False: cancelling a robust connection's
         first attempt only makes it schedule another, which a shutdown would then wait for.
 
-        `connect_timeout_seconds`: how long connect() waits for a broker that is not there yet
-        (BROKER_CONNECT_TIMEOUT_SECONDS at a service's start-up); 0 tries once."""
+        `startup_deadline`: until when connect() waits for a broker that is not there yet (the
+        service's start-up deadline, STARTUP_WAIT_SECONDS); None tries once."""
         self._url = amqp_url
         self._robust = robust
-        self._connect_timeout_seconds = connect_timeout_seconds
+        self._startup_deadline = startup_deadline
         self._topology = dict(topology or {})
         # Events that some consumer must get (a binding of the topology matches their routing
         # key): publishing one that no queue takes is an error. Other events (no consumer yet,
@@ -234,11 +235,11 @@ class EventBus:
         return cast(AbstractRobustConnection, plain)
 
     async def connect(self) -> None:
-        """Connect, waiting up to `connect_timeout_seconds` for the broker (BrokerUnavailableError
+        """Connect, waiting until `startup_deadline` for the broker (DependencyUnavailableError
         after that), and declare the exchanges and the topology's queues. Not connected (is_connected()
         False, so probes say "not ready") until the broker accepted."""
         self._connection = await connect_when_available(
-            self._open_connection, self._url, self._connect_timeout_seconds, name=self._producer
+            self._open_connection, self._url, self._startup_deadline, name=self._producer
         )
         # A mandatory message that no queue is bound to comes back from the broker:
         # publish() then raises instead of the event vanishing.

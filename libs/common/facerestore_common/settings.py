@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     # machine; 0 turns the endpoint off. Containers set METRICS_HOST=0.0.0.0.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # How long start-up waits, in all, for the servers it cannot start without (MongoDB, Redis,
+    # S3, the broker; retrying with back-off) before it gives up and exits; 0: one attempt each.
+    startup_wait_seconds: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> ServiceSettings:
@@ -71,9 +74,6 @@ class BrokerSettings(BaseSettings):
     # Prefixes queue names so that several stacks can share one broker (tests do).
     queue_prefix: str = "facerestore"
     consumer_prefetch: int = Field(default=4, ge=1)
-    # How long a service starting while the broker is down waits for it (retrying with back-off)
-    # before it gives up and exits; 0 gives up after one attempt.
-    broker_connect_timeout_seconds: float = Field(default=60.0, ge=0)
 
 
 class StorageSettings(BaseSettings):

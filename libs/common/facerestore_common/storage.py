@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import BinaryIO, cast
 
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 from urllib3 import BaseHTTPResponse
+from urllib3.exceptions import HTTPError
 
 from facerestore_common.settings import StorageSettings
+from facerestore_common.startup_wait import StartupDeadline, wait_for_dependency
 
 
 class BlobNotFound(Exception):
@@ -57,8 +59,13 @@ class BlobStore:
             region=settings.s3_region,
         )
         self.bucket = settings.s3_bucket
+        self._endpoint = settings.s3_endpoint
+        self._keys = (settings.s3_access_key.get_secret_value(), settings.s3_secret_key.get_secret_value())
 
-    async def ensure_bucket(self) -> None:
+    async def ensure_bucket(self, deadline: StartupDeadline | None = None) -> None:
+        """Create the bucket unless it exists. With a start-up `deadline`: wait until then for a
+        server that answers (each attempt is the SDK's own retries, a few seconds while refused)."""
+
         def ensure() -> None:
             if self._client.bucket_exists(self.bucket):
                 return
@@ -70,7 +77,21 @@ class BlobStore:
                 if error.code != "BucketAlreadyOwnedByYou":
                     raise
 
-        await asyncio.to_thread(ensure)
+        async def attempt() -> None:
+            await asyncio.to_thread(ensure)
+
+        if deadline is None:
+            await attempt()
+            return
+        await wait_for_dependency(
+            attempt,
+            dependency="storage",
+            address=self._endpoint,
+            # Not S3Error: the server answered, and no wait mends wrong keys or a bucket of someone else's.
+            retry_on=(HTTPError, ServerError, OSError),
+            deadline=deadline,
+            secrets=self._keys,
+        )
 
     async def ping(self) -> bool:
         try:

@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common import mongo
-from facerestore_common.broker_connect import BrokerUnavailableError, broker_address, describe_error
+from facerestore_common.broker_connect import broker_address
 from facerestore_common.events import EventBus, ProcessedEvents, new_envelope
+from facerestore_common.startup_wait import DependencyUnavailableError, StartupDeadline, describe_error
 
 if TYPE_CHECKING:
     from conftest import TcpRelay
@@ -34,7 +35,7 @@ def through(relay: TcpRelay, amqp_url: str) -> str:
 
 
 def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["event"] == "broker_connect_failed"]
+    return [entry for entry in logs if entry["event"] == "startup_dependency_unavailable"]
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -81,7 +82,7 @@ async def test_connect_waits_for_a_broker_that_comes_up_then_publishes_and_consu
         unique_name,
         "connect-test",
         topology={"history": ["image.uploaded"]},
-        connect_timeout_seconds=120,
+        startup_deadline=StartupDeadline(120),
     )
     cleanup.append(bus)
     with capture_logs() as logs:
@@ -98,13 +99,14 @@ async def test_connect_waits_for_a_broker_that_comes_up_then_publishes_and_consu
     failed = failures(logs)
     assert [entry["attempt"] for entry in failed] == list(range(1, len(failed) + 1))
     for entry in failed:
-        assert entry["broker"] == f"127.0.0.1:{refusing_relay.port}"
+        assert entry["dependency"] == "broker"
+        assert entry["address"] == f"127.0.0.1:{refusing_relay.port}"
         assert entry["connection"] == "connect-test"
         assert entry["log_level"] == "warning"
         assert "Connect" in entry["error"] or "refused" in entry["error"].lower(), entry["error"]
         assert entry["retry_in_seconds"] > 0
     assert "guest" not in json.dumps(logs, default=str)
-    connected = [entry for entry in logs if entry["event"] == "broker_connected"]
+    connected = [entry for entry in logs if entry["event"] == "startup_dependency_available"]
     assert [entry["attempts"] for entry in connected] == [len(failed) + 1]
 
     received: list[events_pb2.Envelope] = []
@@ -131,28 +133,28 @@ async def test_connect_waits_for_a_broker_that_comes_up_then_publishes_and_consu
 async def test_connect_gives_up_after_its_deadline_naming_the_broker(
     amqp_url: str, unique_name: str, refusing_relay: TcpRelay, cleanup: list[EventBus]
 ) -> None:
+    started = time.monotonic()
     bus = EventBus(
         through(refusing_relay, amqp_url),
         f"{unique_name}.events",
         unique_name,
         "connect-test",
-        connect_timeout_seconds=1.5,
+        startup_deadline=StartupDeadline(1.5),
     )
     cleanup.append(bus)
-    started = time.monotonic()
-    with capture_logs() as logs, pytest.raises(BrokerUnavailableError) as raised:
+    with capture_logs() as logs, pytest.raises(DependencyUnavailableError) as raised:
         await bus.connect()
     waited = time.monotonic() - started
 
     message = str(raised.value)
-    assert f"127.0.0.1:{refusing_relay.port}" in message
-    assert "within 1.5 s" in message
+    assert f"the broker at 127.0.0.1:{refusing_relay.port}" in message
+    assert "within the 1.5 s start-up wait" in message
     assert "guest" not in message
     assert isinstance(raised.value.__cause__, OSError)
     assert waited >= 1.5  # it did wait out the deadline
     assert not bus.is_connected()
     failed = failures(logs)
-    gave_up = [entry for entry in logs if entry["event"] == "broker_connect_gave_up"]
+    gave_up = [entry for entry in logs if entry["event"] == "startup_dependency_gave_up"]
     assert len(gave_up) == 1
     assert gave_up[0]["attempts"] == len(failed) + 1 >= 2
     assert gave_up[0]["log_level"] == "error"
@@ -166,14 +168,14 @@ async def test_without_a_wait_connect_fails_at_the_first_refusal(
     cleanup.append(bus)
     with capture_logs() as logs, pytest.raises(OSError) as raised:
         await bus.connect()
-    assert not isinstance(raised.value, BrokerUnavailableError)
+    assert not isinstance(raised.value, DependencyUnavailableError)
     assert failures(logs) == []
 
 
 def test_logged_causes_and_addresses_never_carry_the_password() -> None:
     url = "amqp://facerestore:p%40ss%2Fword@rabbit.internal/prod"
     error = ConnectionError("cannot reach amqp://facerestore:p@ss/word@rabbit.internal (p%40ss%2Fword)")
-    described = describe_error(error, url)
+    described = describe_error(error, [urlsplit(url).password or ""])
     assert described == "ConnectionError: cannot reach amqp://facerestore:***@rabbit.internal (***)"
     assert broker_address(url) == "rabbit.internal:5672"
     assert broker_address("amqps://user:secret@[::1]/") == "[::1]:5671"

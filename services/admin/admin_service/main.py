@@ -24,11 +24,13 @@ from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.grpc_client import insecure_channel, remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.metrics_server import serve_metrics
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.topology import CONSUMER_BINDINGS
 
 
 async def serve(settings: Settings) -> None:
-    database = mongo.connect(settings.mongo_url, settings.mongo_database)
+    deadline = StartupDeadline(settings.startup_wait_seconds)
+    database = await mongo.connect_when_available(settings.mongo_url, settings.mongo_database, deadline)
     audit = AuditLog(database)
     models = ReadModels(
         usage=UsageLedger(database),
@@ -45,7 +47,7 @@ async def serve(settings: Settings) -> None:
         settings.queue_prefix,
         "admin",
         topology=CONSUMER_BINDINGS,
-        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
+        startup_deadline=deadline,
     )
     await bus.connect()
     await bus.consume(

@@ -32,7 +32,9 @@ from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.health import redis_check
 from facerestore_common.logging import get_logger
 from facerestore_common.metrics_server import serve_metrics
+from facerestore_common.redis_connect import ping_when_available
 from facerestore_common.revocation import SessionRevocations
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from facerestore_common.topology import CONSUMER_BINDINGS
 
@@ -64,7 +66,8 @@ def otp_store(redis: Redis, settings: Settings, prefix: str) -> OtpStore:
 
 
 async def serve(settings: Settings) -> None:
-    database = mongo.connect(settings.mongo_url, settings.mongo_database)
+    deadline = StartupDeadline(settings.startup_wait_seconds)
+    database = await mongo.connect_when_available(settings.mongo_url, settings.mongo_database, deadline)
     # Sign-ups, sign-ins, codes, role changes and bans for the admins: kept in MongoDB first,
     # relayed to the broker (never waited for: sign-in works while the broker is away).
     activity = ActivityOutbox(database, "auth")
@@ -81,7 +84,7 @@ async def serve(settings: Settings) -> None:
     users = UserRepository(database, activity=activity)
     await users.create_indexes()
     redis = Redis.from_url(settings.redis_url)
-    await redis.ping()
+    await ping_when_available(redis, deadline)
     revocations = SessionRevocations(redis, settings.redis_key_prefix)
     sessions = SessionStore(
         database, settings.refresh_token_ttl_seconds, revocations, settings.access_token_ttl_seconds

@@ -22,6 +22,7 @@ from facerestore.inference.v1 import embedding_pb2
 from facerestore_common.broker_connect import connect_when_available
 from facerestore_common.inflight import InFlight
 from facerestore_common.logging import get_logger
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.topology import embed_queue_name
 from inference_service.analysis.base import FaceAnalyzer
 
@@ -59,11 +60,11 @@ class EmbeddingResponder:
         analyzer: FaceAnalyzer,
         prefetch: int,
         *,
-        connect_timeout_seconds: float = 0.0,
+        startup_deadline: StartupDeadline | None = None,
     ) -> None:
-        """`connect_timeout_seconds`: how long start() waits for a broker that is not there yet."""
+        """`startup_deadline`: until when start() waits for a broker that is not there yet."""
         self._url = amqp_url
-        self._connect_timeout_seconds = connect_timeout_seconds
+        self._startup_deadline = startup_deadline
         self._queue_name = embed_queue_name(queue_prefix)
         self._analyzer = analyzer
         self._prefetch = prefetch
@@ -95,7 +96,7 @@ class EmbeddingResponder:
 
     async def start(self) -> None:
         self._connection = await connect_when_available(
-            self._open_connection, self._url, self._connect_timeout_seconds, name="embedder"
+            self._open_connection, self._url, self._startup_deadline, name="embedder"
         )
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)

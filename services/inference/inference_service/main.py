@@ -17,6 +17,7 @@ from facerestore_common.health import LoopHeartbeat
 from facerestore_common.logging import get_logger
 from facerestore_common.metrics_server import serve_metrics
 from facerestore_common.model_registry import ModelRegistry
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS, LEGACY_INFERENCE_CONSUMER, inference_consumer
 from inference_service.analysis.base import FaceAnalyzer
@@ -70,8 +71,10 @@ async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Resto
         pipelines[family] = RestorationPipeline(
             restorer, analyzer, ClassicalRestorer(), settings.thumbnail_max_side, settings.output_jpeg_quality
         )
+    # The models are loaded: from here on start-up waits for S3 and the broker.
+    deadline = StartupDeadline(settings.startup_wait_seconds)
     blobs = BlobStore(settings)
-    await blobs.ensure_bucket()
+    await blobs.ensure_bucket(deadline)
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
     bus = EventBus(
         settings.amqp_url.get_secret_value(),
@@ -79,7 +82,7 @@ async def start_restoration(settings: Settings, analyzer: FaceAnalyzer) -> Resto
         settings.queue_prefix,
         "inference",
         topology=CONSUMER_BINDINGS,
-        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
+        startup_deadline=deadline,
     )
     await bus.connect()
     # Events without options (published before them) are restored by the best family served.
@@ -144,7 +147,7 @@ async def work(settings: Settings) -> None:
             settings.queue_prefix,
             analyzer,
             settings.consumer_prefetch,
-            connect_timeout_seconds=settings.broker_connect_timeout_seconds,
+            startup_deadline=StartupDeadline(settings.startup_wait_seconds),
         )
         await responder.start()
         probes.add("embed", responder)

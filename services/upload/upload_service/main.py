@@ -14,6 +14,7 @@ from facerestore_common.grpc_client import remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.images import ImageLimits
 from facerestore_common.metrics_server import serve_metrics
+from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
 from upload_service.erasure import UploadErasure
@@ -27,18 +28,19 @@ from upload_service.uploads import Uploads
 
 
 async def serve(settings: Settings) -> None:
-    database = mongo.connect(settings.mongo_url, settings.mongo_database)
+    deadline = StartupDeadline(settings.startup_wait_seconds)
+    database = await mongo.connect_when_available(settings.mongo_url, settings.mongo_database, deadline)
     jobs = JobRepository(database)
     await jobs.create_indexes()
     blobs = BlobStore(settings)
-    await blobs.ensure_bucket()
+    await blobs.ensure_bucket(deadline)
     bus = EventBus(
         settings.amqp_url.get_secret_value(),
         settings.events_exchange,
         settings.queue_prefix,
         "upload",
         topology=CONSUMER_BINDINGS,
-        connect_timeout_seconds=settings.broker_connect_timeout_seconds,
+        startup_deadline=deadline,
     )
     await bus.connect()
     verifier, auth_channel = remote_token_verifier(settings)
