@@ -86,6 +86,15 @@ class IdempotencyKeys:
     def for_restorations(cls, database: AsyncIOMotorDatabase) -> IdempotencyKeys:
         return cls(database, "restoration", RESTORATION_KEYS)
 
+    async def create_indexes(self) -> None:
+        await self._keys.create_index("created_at_ms")
+
+    async def purge_expired(self) -> int:
+        """Remove the claims older than a key's lifetime (a claim is otherwise only removed when
+        its key is used again, and most never are); returns how many went."""
+        result = await self._keys.delete_many({"created_at_ms": {"$lt": now_ms() - KEY_LIFETIME_MS}})
+        return result.deleted_count
+
     @staticmethod
     def validate(key: str) -> str:
         if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():

@@ -21,6 +21,7 @@ from upload_service.erasure import UploadErasure
 from upload_service.grpc_api import ACCESS_POLICY, UploadApi
 from upload_service.idempotency import IdempotencyKeys
 from upload_service.jobs import JobRepository
+from upload_service.key_purge import purge_expired_keys_forever
 from upload_service.outbox import OutboxRelay
 from upload_service.restorations import RestorationRequestRepository, Restorations
 from upload_service.settings import Settings
@@ -55,6 +56,9 @@ async def serve(settings: Settings) -> None:
     )
     metrics = serve_metrics(settings)
     idempotency = IdempotencyKeys(database)
+    restoration_keys = IdempotencyKeys.for_restorations(database)
+    for keys in (idempotency, restoration_keys):
+        await keys.create_indexes()
     uploads = Uploads(
         blobs,
         jobs,
@@ -74,7 +78,7 @@ async def serve(settings: Settings) -> None:
         bus,
         publish_timeout_seconds=settings.publish_timeout_seconds,
         relay_grace_ms=int(settings.outbox_grace_seconds * 1000),
-        idempotency=IdempotencyKeys.for_restorations(database),
+        idempotency=restoration_keys,
         claim_lease_ms=int(settings.idempotency_claim_lease_seconds * 1000),
         retry_after_seconds=settings.unavailable_retry_after_seconds,
     )
@@ -87,6 +91,9 @@ async def serve(settings: Settings) -> None:
         restorations=restorations,
     )
     relay_task = asyncio.create_task(relay.run_forever())
+    purge_task = asyncio.create_task(
+        purge_expired_keys_forever((idempotency, restoration_keys), settings.idempotency_purge_interval_seconds)
+    )
     # An erased account's job records and originals (user.deleted).
     await bus.consume(
         "upload",
@@ -99,9 +106,10 @@ async def serve(settings: Settings) -> None:
     async def close() -> None:
         if metrics is not None:
             metrics.close()
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        for task in (relay_task, purge_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await uploads.close()
         await restorations.close()
         await bus.close()

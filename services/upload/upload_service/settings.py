@@ -37,5 +37,7 @@ class Settings(
     # An Idempotency-Key claimed by an upload (or a restoration) that recorded nothing (its answer
     # lost, its process ended) is taken over by a retry after this long; longer than any takes.
     idempotency_claim_lease_seconds: float = Field(default=60.0, ge=5)
+    # How often claims older than a key's lifetime (24 h) are removed.
+    idempotency_purge_interval_seconds: float = Field(default=3600.0, gt=0)
     # Retry-After of a 503 while the database or the storage does not answer.
     unavailable_retry_after_seconds: int = Field(default=2, ge=1, le=60)
