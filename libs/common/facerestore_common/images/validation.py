@@ -100,16 +100,13 @@ def normalise(content: bytes, limits: ImageLimits) -> NormalisedImage:
     rgb = _to_rgb(upright)
     rgb.info = {}  # nothing of the upload's metadata (ICC profile, EXIF, text) goes to the encoder
     stripped = _strip_metadata(content, fmt, image) if upright is image else None
-    reencoded = _reencodings(rgb, fmt, image, limits, lossless=stripped is not None)
-    smallest = min(reencoded, key=len)
-    # The lossless strip wins a tie. It is decoded and compared only when it would be stored: a
-    # re-encode that is smaller anyway makes the check (a third of the work) moot.
-    if stripped is None or len(stripped) > len(smallest):
-        stored = smallest
-    elif _same_pixels(stripped, fmt, image):
-        stored = stripped
-    else:  # the strip changed the pixels: the re-encodings a lossy upload gets compete without it
-        stored = min(_reencodings(rgb, fmt, image, limits, lossless=False, done=reencoded), key=len)
+    smallest = _reencoded(rgb, fmt, limits)
+    if stripped is not None and len(stripped) > len(smallest):
+        stored = smallest  # a smaller re-encode makes the strip, and decoding it to check it, moot
+    elif stripped is not None and _same_pixels(stripped, fmt, image):
+        stored = stripped  # the lossless strip wins a tie
+    else:  # no strip, or one that changed the pixels: a lossy upload also gets its own tables
+        stored = min([smallest, *_with_own_tables(rgb, fmt, image)], key=len)
     return NormalisedImage(
         content=stored,
         content_type=content_type,
@@ -240,24 +237,18 @@ def _bands(image: Image.Image) -> Iterator[tuple[int, int, int, int]]:
         yield (0, top, image.width, min(top + _COMPARE_ROWS, image.height))
 
 
-def _reencodings(
-    rgb: Image.Image,
-    fmt: str,
-    source: Image.Image,
-    limits: ImageLimits,
-    *,
-    lossless: bool,
-    done: list[bytes] | None = None,
-) -> list[bytes]:
-    """The upload encoded again; `done` is what an earlier call with lossless=True returned."""
+def _reencoded(rgb: Image.Image, fmt: str, limits: ImageLimits) -> bytes:
     if fmt == "PNG":
-        return done or [_encode(rgb, "PNG", optimize=True)]
-    encoded = done[:1] if done else [_encode(rgb, "JPEG", quality=limits.jpeg_quality, optimize=True)]
-    if not lossless and source.mode in ("RGB", "L") and isinstance(source, JpegImagePlugin.JpegImageFile):
-        own_tables = _encode_with_tables(rgb, source)
-        if own_tables is not None:
-            encoded.append(own_tables)
-    return encoded
+        return _encode(rgb, "PNG", optimize=True)
+    return _encode(rgb, "JPEG", quality=limits.jpeg_quality, optimize=True)
+
+
+def _with_own_tables(rgb: Image.Image, fmt: str, source: Image.Image) -> list[bytes]:
+    """The candidate a lossy upload also gets: its pixels with its own tables (none for PNG)."""
+    if fmt == "PNG" or source.mode not in ("RGB", "L") or not isinstance(source, JpegImagePlugin.JpegImageFile):
+        return []
+    own_tables = _encode_with_tables(rgb, source)
+    return [] if own_tables is None else [own_tables]
 
 
 def _encode_with_tables(rgb: Image.Image, source: JpegImagePlugin.JpegImageFile) -> bytes | None:
