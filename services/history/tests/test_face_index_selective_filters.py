@@ -9,9 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from qdrant_client import AsyncQdrantClient
 
 from history_service.face_index import EngineTuning, IndexedFace, SearchFilters
+from history_service.face_index.base import collection_for
 from history_service.face_index.edge import EdgeFaceIndex
+from history_service.face_index.server import QdrantServerFaceIndex, _filter
 
 DAY_MS = 86_400_000
 BASE_MS = 1_700_000_000_000
@@ -19,6 +23,7 @@ FACES = 3_000
 DIMENSION = 32
 TAGS = 15
 TOP_K = 10
+DLIB = "dlib-resnet-v1"
 
 
 def corpus(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -82,3 +87,31 @@ async def test_a_heavy_users_search_by_dates_and_a_tag_finds_the_exact_top_10(tm
         assert wrong == []
     finally:
         await index.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*(Payload indexes|Local mode).*:UserWarning")
+async def test_the_server_adapter_searches_exactly_where_the_filter_leaves_few_faces() -> None:
+    """The server's planner guesses the same way, so the server adapter asks for an exact search
+    when the engine's estimate of the filter's matches is under the full-scan threshold (here 2
+    128-d vectors), and the graph otherwise. Checked through qdrant-client's local mode, which
+    answers counts like the server (it ignores search parameters, so only the choice is seen)."""
+    client = AsyncQdrantClient(location=":memory:")
+    tuning = EngineTuning(full_scan_threshold_kb=1)
+    index = QdrantServerFaceIndex(client, "faces", tuning)
+    try:
+        await index.open()
+        rng = np.random.default_rng(5)
+        for n in range(4):
+            vector = (rng.normal(size=128) / 12).tolist()
+            user = "heavy" if n else "light"
+            await index.replace_image(f"img-{n}", [IndexedFace(f"img-{n}", 0, user, DLIB, vector, BASE_MS + n)])
+        name = collection_for("faces", DLIB)
+        few = await index._search_params(name, _filter(SearchFilters(), "light", ()), 128)
+        many = await index._search_params(name, _filter(SearchFilters(), "heavy", ()), 128)
+        everyone = await index._search_params(name, None, 128)
+    finally:
+        await client.close()
+    assert tuning.full_scan_points(128) == 2
+    assert few.exact is True
+    assert not many.exact and many.hnsw_ef == tuning.hnsw_ef
+    assert not everyone.exact and everyone.hnsw_ef == tuning.hnsw_ef

@@ -61,10 +61,6 @@ class _Shard:
         # Points not in the HNSW graph after the last optimize(): only growth beyond it counts.
         self.unindexed_after_optimize = 0
 
-    def full_scan_points(self, threshold_kb: int) -> int:
-        """The engine's full-scan threshold in vectors (it counts KB of float32 vectors)."""
-        return threshold_kb * 1024 // (4 * self.dimension)
-
 
 def _unindexed(shard: qe.EdgeShard) -> int:
     info = shard.info()
@@ -299,7 +295,7 @@ class EdgeFaceIndex(FaceIndex):
         jump and costs ~0.05 ms."""
         if condition is not None:
             expected = shard.shard.count(qe.CountRequest(exact=False, filter=condition))
-            if expected <= shard.full_scan_points(self._tuning.full_scan_threshold_kb):
+            if expected <= self._tuning.full_scan_points(shard.dimension):
                 return qe.SearchParams(exact=True)
         return qe.SearchParams(
             hnsw_ef=self._tuning.hnsw_ef,

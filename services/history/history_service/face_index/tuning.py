@@ -24,8 +24,8 @@ class EngineTuning:
     # Links per node in the extra graphs built for payload-indexed fields (None: m).
     payload_m: int | None = None
     # Below this many kilobytes of vectors matching a filter, search scans them exactly
-    # through the payload index instead of walking the graph (the embedded adapter decides
-    # from the engine's estimate of the matches: EdgeFaceIndex._search_params).
+    # through the payload index instead of walking the graph (both adapters decide from the
+    # engine's estimate of the matches: EdgeFaceIndex._search_params, exact_when_few).
     full_scan_threshold_kb: int = 10_000
     # Candidate list while searching: higher is more accurate and slower.
     hnsw_ef: int = 512
@@ -54,6 +54,10 @@ class EngineTuning:
     optimize_check_seconds: float = 30.0
     # Points per engine write (bounds how long one call holds the interpreter lock).
     upsert_batch: int = 256
+
+    def full_scan_points(self, dimension: int) -> int:
+        """The full-scan threshold in vectors (the engine counts KB of float32 vectors)."""
+        return self.full_scan_threshold_kb * 1024 // (4 * dimension)
 
 
 # Measured at 1,000,000 512-d faces (benchmarks/search.py, README "Similar-face search at scale"):
