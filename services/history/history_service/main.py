@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> None:
     await bus.connect()
     faces = FaceRepository(database)
     await faces.create_indexes()
-    face_index = await open_face_index(settings)
+    face_index = await open_face_index(settings, deadline=deadline)
     embedder = EmbeddingClient(
         settings.amqp_url.get_secret_value(), settings.queue_prefix, settings.embed_timeout_seconds
     )
