@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fastapi import Request
+from fastapi import Request, Response
 from google.protobuf import timestamp_pb2
+from pydantic_core import to_json
 
 from facerestore.auth.v1 import auth_pb2
 from facerestore.events.v1 import events_pb2
@@ -53,7 +54,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
     # Timestamp.ToDatetime validates and rounds through several calls; this is the same value.
-    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    # (days, seconds, microseconds) by position: keywords cost a third more, four times per image.
+    return _EPOCH + timedelta(0, stamp.seconds, stamp.nanos // 1000)
 
 
 def _quality(quality: history_pb2.Quality) -> dict[str, object]:
@@ -73,8 +75,16 @@ def _quality(quality: history_pb2.Quality) -> dict[str, object]:
     }
 
 
+def model_json(fields: dict[str, object]) -> Response:
+    """A 200 whose body is `fields` as JSON: plain values built in the order of the route's
+    response_model, with every field of it, serialised by pydantic-core as that model would be
+    (non-finite floats as null, datetimes in ISO 8601), without a model in between. The route
+    still declares the model (the OpenAPI document is unchanged); tests hold the bytes equal."""
+    return Response(to_json(fields, inf_nan_mode="null"), media_type="application/json")
+
+
 def image_fields(image: history_pb2.Image, request: Request) -> dict[str, object]:
-    """An image's public fields as plain values (a list of them is validated once, as a page)."""
+    """An image's public fields as plain values, each of ImageOut's, in its order."""
     base: str = request.app.state.settings.public_base_url
     original, thumbnail, restored = image.original_token, image.thumbnail_token, image.restored_token
     return {
@@ -107,6 +117,7 @@ def image_fields(image: history_pb2.Image, request: Request) -> dict[str, object
         ],
         "restorations": [restoration_fields(restoration, base) for restoration in image.restorations],
         "preferred_restoration": image.preferred_restoration or None,
+        "restored_base64": None,
     }
 
 

@@ -11,7 +11,7 @@ from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
 from facerestore_common.grpc_client import call_metadata
 from facerestore_common.restoration_options import MAX_CHOSEN_FACES
-from gateway_service.convert import image_fields, options_fields
+from gateway_service.convert import image_fields, model_json, options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
 from gateway_service.model_choice import OptionsAsked, resolved
 from gateway_service.problems import Problem
@@ -148,14 +148,14 @@ async def list_images(
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page (same filters)")
     ] = None,
-) -> ImagePage:
+) -> Response:
     response = await clients.history.ListImages(
         filters.request(limit, cursor or ""),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
-    # Plain values, validated once as a page (pydantic-core), rather than model by model.
-    return ImagePage.model_validate(
+    # An ImagePage's JSON straight from plain values: no model built, validated and dumped per image.
+    return model_json(
         {
             "items": [image_fields(image, request) for image in response.images],
             "next_cursor": response.next_cursor or None,
@@ -181,13 +181,13 @@ async def get_image(
     clients: Clients,
     settings: AppSettings,
     include_restored: IncludeRestored,
-) -> ImageOut:
+) -> Response:
     response = await clients.history.GetImage(
         history_pb2.GetImageRequest(image_id=image_id, include_restored=include_restored),
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
-    return image_with_inline(response, request)
+    return model_json(image_with_inline(response, request))
 
 
 @router.delete(

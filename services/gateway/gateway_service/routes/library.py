@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facerestore.history.v1 import history_pb2
 from facerestore_common.grpc_client import call_metadata
-from gateway_service.convert import feedback_fields, image_out
+from gateway_service.convert import feedback_fields, image_fields, image_out
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser
 from gateway_service.problems import Problem
 from gateway_service.responses import INVALID, NOT_FOUND, UNAUTHORIZED, problem
@@ -142,10 +142,11 @@ async def include_restored(
 IncludeRestored = Annotated[bool, Depends(include_restored)]
 
 
-def image_with_inline(response: history_pb2.GetImageResponse, request: Request) -> ImageOut:
-    image = image_out(response.image, request)
+def image_with_inline(response: history_pb2.GetImageResponse, request: Request) -> dict[str, object]:
+    """An ImageOut's fields as plain values, with the restored image inline when it was asked for."""
+    image = image_fields(response.image, request)
     if response.restored_content:
-        image.restored_base64 = base64.b64encode(response.restored_content).decode("ascii")
+        image["restored_base64"] = base64.b64encode(response.restored_content).decode("ascii")
     return image
 
 
