@@ -81,6 +81,17 @@ def generate_key(directory: Path) -> SigningKey:
     return SigningKey(kid=kid, private_key=private_key)
 
 
+def key_files(directory: Path) -> frozenset[tuple[str, int, int, int]]:
+    """What reading the key directory would find, cheaply: each key file's name, inode, size and
+    modification time (through symlinks, as a mounted Secret swaps them). Parsing an RSA key
+    costs tens of milliseconds; a re-read is only worth it when this changes."""
+    files = set()
+    for path in directory.glob("*.pem") if directory.exists() else []:
+        stat = path.stat()
+        files.add((path.name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return frozenset(files)
+
+
 def load_key_ring(directory: Path, create_if_empty: bool, activation_seconds: float = 0.0) -> KeyRing:
     keys = []
     for path in sorted(directory.glob("*.pem")) if directory.exists() else []:

@@ -13,7 +13,7 @@ from auth_service.email_sender import SmtpEmailSender
 from auth_service.email_signin import EmailSignIn
 from auth_service.erasure import AccountErasure
 from auth_service.grpc_api import ACCESS_POLICY, AuthApi
-from auth_service.keys import KeyRing, load_key_ring
+from auth_service.keys import KeyRing, key_files, load_key_ring
 from auth_service.otp import OtpStore
 from auth_service.phones import PhonePolicy
 from auth_service.sessions import SessionStore
@@ -42,14 +42,20 @@ log = get_logger(__name__)
 
 
 async def reload_keys_forever(keys: KeyRing, directory: Path, interval_seconds: int, activation: float) -> None:
-    """Pick up keys added by `rotate-keys` (or a rotated Secret volume) without a restart."""
+    """Pick up keys added by `rotate-keys` (or a rotated Secret volume) without a restart; the
+    keys are parsed again only when the directory's key files changed since the last read."""
+    read: frozenset[tuple[str, int, int, int]] | None = None
     while True:
         await asyncio.sleep(interval_seconds)
         try:
+            files = key_files(directory)
+            if files == read:
+                continue
             fresh = load_key_ring(directory, create_if_empty=False, activation_seconds=activation)
         except (OSError, ValueError):
             log.error("key_reload_failed", directory=str(directory), exc_info=True)
             continue
+        read = files
         if fresh.kids != keys.kids:
             keys.replace(fresh)
             log.info("keys_reloaded", signing_kid=keys.signing_key.kid, kids=keys.kids)

@@ -3,6 +3,8 @@ service verifies them: TokenVerifier over a JwksCache fed with the published key
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import stat
 from datetime import UTC, datetime
@@ -11,7 +13,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from auth_service.keys import KeyRing, generate_key, load_key_ring
+from auth_service import main as auth_main
+from auth_service.keys import KeyRing, generate_key, key_files, load_key_ring
 from auth_service.tokens import AccessTokenIssuer
 from facerestore_common.errors import Unauthenticated
 from facerestore_common.tokens import JwksCache, TokenVerifier
@@ -118,6 +121,56 @@ def test_missing_key_directory_is_an_error_naming_it_when_creation_is_off(tmp_pa
     with pytest.raises(FileNotFoundError, match=str(key_dir)):
         load_key_ring(key_dir, create_if_empty=False)
     assert not key_dir.exists()
+
+
+def test_key_files_change_when_a_key_is_added_replaced_or_deleted(tmp_path: Path) -> None:
+    first = generate_key(tmp_path)
+    before = key_files(tmp_path)
+    assert key_files(tmp_path) == before
+
+    second = generate_key(tmp_path)
+    added = key_files(tmp_path)
+    assert added != before
+
+    # A mounted Secret swaps the file for another one of the same name.
+    path = tmp_path / f"{second.kid}.pem"
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(path.read_bytes())
+    replacement.replace(path)
+    assert key_files(tmp_path) != added
+
+    (tmp_path / f"{first.kid}.pem").unlink()
+    assert {name for name, *_ in key_files(tmp_path)} == {f"{second.kid}.pem"}
+
+
+async def test_the_key_directory_is_parsed_again_only_after_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring = load_key_ring(tmp_path, create_if_empty=True)
+    old_kid = ring.signing_key.kid
+    loads: list[Path] = []
+
+    def counted_load(directory: Path, create_if_empty: bool, activation_seconds: float = 0.0) -> KeyRing:
+        loads.append(directory)
+        return load_key_ring(directory, create_if_empty, activation_seconds)
+
+    monkeypatch.setattr(auth_main, "load_key_ring", counted_load)
+    reloader = asyncio.create_task(auth_main.reload_keys_forever(ring, tmp_path, 0, 0.0))
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)  # about one pass of the reloader each
+        assert len(loads) == 1  # its first look; nothing changed since
+
+        new = generate_key(tmp_path)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert ring.kids == [old_kid, new.kid]
+        assert ring.signing_key.kid == new.kid
+        assert len(loads) == 2
+    finally:
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
 
 
 # --- access tokens --------------------------------------------------------------------
