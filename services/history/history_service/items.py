@@ -19,7 +19,9 @@ from history_service.versions import FIRST_RESTORATION, Version, VersionReposito
 STATUS_RANK = {"queued": 1, "processing": 2, "done": 3, "failed": 3}
 
 
-@dataclass(frozen=True)
+# Slots: a page of images builds one per image, and a frozen dataclass with slots is built in
+# half the time of one without.
+@dataclass(frozen=True, slots=True)
 class Item:
     id: str
     user_id: str
@@ -89,7 +91,11 @@ class Item:
     @property
     def versions(self) -> list[Version]:
         """Every version, oldest first (an item from before versions existed has its "r1")."""
-        first = Version(
+        return listed(self.restorations, self._own_version)
+
+    def _own_version(self) -> Version:
+        """The "r1" of an item from before versions existed: the item's own facts."""
+        return Version(
             id=FIRST_RESTORATION,
             status=self.status,
             created_at_ms=self.created_at_ms,
@@ -101,7 +107,6 @@ class Item:
             quality=self.quality,
             error=self.error,
         )
-        return listed(self.restorations, first)
 
     def version(self, restoration_id: str) -> Version | None:
         return next((version for version in self.versions if version.id == restoration_id), None)

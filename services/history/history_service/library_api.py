@@ -58,8 +58,21 @@ class LibraryApi(history_pb2_grpc.HistoryServiceServicer):
     _library: Library | None
     _exports: Exports | None
 
-    def _message(self, item: Item, *, for_admin: bool = False) -> history_pb2.Image:
+    def _write_image(self, target: history_pb2.Image, item: Item, *, for_admin: bool = False) -> None:
+        """An item as the API shows it, written into `target`."""
         raise NotImplementedError
+
+    def _message(self, item: Item, *, for_admin: bool = False) -> history_pb2.Image:
+        """An item as the API shows it, as a message of its own."""
+        message = history_pb2.Image()
+        self._write_image(message, item, for_admin=for_admin)
+        return message
+
+    def _list_response(self, items: list[Item], next_cursor: str) -> history_pb2.ListImagesResponse:
+        response = history_pb2.ListImagesResponse(next_cursor=next_cursor)
+        for item in items:
+            self._write_image(response.images.add(), item)
+        return response
 
     def _require_library(self) -> Library:
         if self._library is None:
@@ -77,17 +90,18 @@ class LibraryApi(history_pb2_grpc.HistoryServiceServicer):
         if self._library is None and filters == ListFilters() and not request.include_counts:
             # A history without the library's indexes (tests of other parts): the plain list.
             items, next_cursor = await self._history.items.list(_limit(request.limit), request.cursor, user_id)
-            return history_pb2.ListImagesResponse(images=[self._message(i) for i in items], next_cursor=next_cursor)
+            return self._list_response(items, next_cursor)
         library = self._require_library()
         items, next_cursor = await library.list(user_id, filters, _limit(request.limit), request.cursor)
-        response = history_pb2.ListImagesResponse(images=[self._message(i) for i in items], next_cursor=next_cursor)
+        response = self._list_response(items, next_cursor)
         if request.include_counts:
             response.counts.update(await library.counts(user_id, filters))
         return response
 
     async def get_own(self, request: history_pb2.GetImageRequest) -> history_pb2.GetImageResponse:
         item = await self._history.get_own(require_principal().user_id, request.image_id)
-        response = history_pb2.GetImageResponse(image=self._message(item))
+        response = history_pb2.GetImageResponse()
+        self._write_image(response.image, item)
         if request.include_restored:
             response.restored_content = await self._require_library().restored_content(item)
         return response

@@ -15,7 +15,7 @@ versions only add their identity similarity per face."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,9 @@ def restoration_number(restoration_id: str) -> int:
     return int(restoration_id[1:]) if is_restoration_id(restoration_id) else 0
 
 
-@dataclass(frozen=True)
+# Slots: a page of images builds a few of these per image, and a frozen dataclass with slots is
+# built in half the time of one without.
+@dataclass(frozen=True, slots=True)
 class Version:
     id: str
     status: str
@@ -89,11 +91,12 @@ class Version:
         }
 
 
-def listed(entries: Mapping[str, Mapping[str, Any]], first: Version) -> list[Version]:
-    """Every version, oldest first. `first` stands in for "r1" on items projected before
-    versions existed (its facts are the item's own)."""
+def listed(entries: Mapping[str, Mapping[str, Any]], first: Callable[[], Version]) -> list[Version]:
+    """Every version, oldest first. `first()` stands in for "r1" on items projected before
+    versions existed (its facts are the item's own); it is called only for those."""
     versions = {key: Version.from_entry(entry) for key, entry in entries.items() if is_restoration_id(key)}
-    versions.setdefault(FIRST_RESTORATION, first)
+    if FIRST_RESTORATION not in versions:
+        versions[FIRST_RESTORATION] = first()
     return sorted(versions.values(), key=lambda version: restoration_number(version.id))
 
 
