@@ -7,8 +7,10 @@ It starts the whole platform as `make run` does (tests/stack_harness.py: every s
 process, on free ports, against this machine's RabbitMQ and Redis) and, beside it, a bare
 FastAPI app answering /healthz under the same uvicorn configuration as the gateway (uvloop,
 httptools). Then `wrk` (Debian package `wrk`; --latency, 16 connections, 8 s each, after a 2 s
-warm-up) loads, one after the other: the bare /healthz, the gateway's /healthz, and as a
-signed-in user GET /v1/images?limit=20 (a page of 20 images), GET /v1/images/{id} and GET /v1/me.
+warm-up) loads, one after the other: the bare /healthz, the bare app's /redis (the same answer
+after one Redis round trip: the floor for any route that, like every signed-in route of the
+gateway, asks Redis once per request), the gateway's /healthz, and as a signed-in user
+GET /v1/images?limit=20 (a page of 20 images), GET /v1/images/{id} and GET /v1/me.
 That is done --rounds times; each ratio to the bare app is taken within its round (seconds
 apart, under the same load from whatever else runs on the machine), and the medians over the
 rounds are reported. Last, a 200 KB JPEG (a real photo, 1280 x 886) is uploaded --uploads times,
@@ -70,16 +72,24 @@ BARE_APP = """
 import sys
 import uvicorn
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from gateway_service.server import server_options
 from gateway_service.settings import Settings
 
 app = FastAPI()
+settings = Settings()
+redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
-options = server_options(Settings())
+@app.get("/redis")
+async def one_redis_round_trip() -> dict[str, str]:
+    await redis.exists("gateway-bench:absent")
+    return {"status": "ok"}
+
+options = server_options(settings)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, access_log=False, **options)
 """
 
@@ -340,6 +350,7 @@ def main() -> None:
         gateway = stack.base_url
         plan = [
             ("bare /healthz", f"http://127.0.0.1:{bare_port}/healthz", {}),
+            ("bare + 1 Redis round trip", f"http://127.0.0.1:{bare_port}/redis", {}),
             ("gateway /healthz", f"{gateway}/healthz", {}),
             ("GET /v1/images?limit=20", f"{gateway}/v1/images?limit=20", headers),
             ("GET /v1/images/{id}", f"{gateway}/v1/images/{image_id}", headers),
@@ -351,10 +362,10 @@ def main() -> None:
             runs: list[Run] = []
             for name, url, run_headers in plan:
                 wrk(url, WARM_UP_SECONDS, args.connections, run_headers)
-                profiled = name != "bare /healthz" and round_number == 1
+                profiled = not name.startswith("bare") and round_number == 1
                 if profiled:
                     profiler.start(re.sub(r"\W+", "_", name).strip("_"))
-                server = [bare.pid] if name == "bare /healthz" else [gateway_process]
+                server = [bare.pid] if name.startswith("bare") else [gateway_process]
                 before = cpu_seconds(server), cpu_seconds(platform_pids)
                 run = parse_wrk(name, url, wrk(url, args.duration, args.connections, run_headers))
                 used = cpu_seconds(server) - before[0], cpu_seconds(platform_pids) - before[1]
