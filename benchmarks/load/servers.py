@@ -173,6 +173,8 @@ class PrivateRabbitMQ:
         self.home.mkdir(parents=True, exist_ok=True)
         self.node = f"{name}@localhost"
         self.port, self.dist_port = free_low_ports(2)
+        self._tried_ports: set[int] = set()
+        self._started = False
         self._process: subprocess.Popen[bytes] | None = None
         self._log = self.home / "server.log"
         self._epmd_was_running = self._epmd_running()
@@ -228,13 +230,38 @@ class PrivateRabbitMQ:
         except OSError:
             return False
 
-    def ctl(self, *args: str, timeout: float = 60.0) -> None:
-        command = [self._binary("rabbitmqctl"), "-n", self.node, *args]
+    def ctl(self, *args: str, timeout: float = 60.0, tool: str = "rabbitmqctl") -> None:
+        command = [self._binary(tool), "-n", self.node, *args]
         result = subprocess.run(command, env=self._env, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip() or result.stdout}")
+            raise RuntimeError(f"{tool} {' '.join(args)} failed: {result.stderr.strip() or result.stdout}")
 
     def start(self) -> None:
+        """Start the node; the first start moves to other ports when one of its own was taken
+        meanwhile (as PrivateRedis does: the port check would pass on the other listener while
+        the node fails to boot). A restart keeps the ports the services know."""
+        for _ in range(1 if self._started else 5):
+            if not self._started and not (_bindable(self.port) and _bindable(self.dist_port)):
+                self._move_ports()
+            try:
+                self._start_node()
+                self.ctl("check_port_listener", str(self.port), tool="rabbitmq-diagnostics")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                self.stop()
+                if self._started:
+                    raise
+                self._move_ports()
+                continue
+            self._started = True
+            return
+        raise RuntimeError(f"RabbitMQ node {self.node} could not serve on a port of its own (see {self._log})")
+
+    def _move_ports(self) -> None:
+        self._tried_ports |= {self.port, self.dist_port}
+        self.port, self.dist_port = free_low_ports(2, self._tried_ports)
+        self._env = self._prepare()
+
+    def _start_node(self) -> None:
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 [self._binary("rabbitmq-server")],

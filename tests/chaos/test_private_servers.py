@@ -1,18 +1,21 @@
-"""The chaos rig's private Redis: a port taken between picking it and binding it must not leave
-the services talking to whatever else listens there (a short chaos run once failed so: redis
-exited on `bind: Address already in use`, the port check passed on the other listener, and auth
-timed out reading from it)."""
+"""The chaos rig's private Redis and RabbitMQ: a port taken between picking it and binding it
+must not leave the services talking to whatever else listens there (a short chaos run once
+failed so: redis exited on `bind: Address already in use`, the port check passed on the other
+listener, and auth timed out reading from it)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 import redis
 
-from benchmarks.load.servers import PrivateRedis
+from benchmarks.load.servers import PrivateRabbitMQ, PrivateRedis
 
 
 @pytest.fixture
@@ -57,3 +60,27 @@ def test_a_restart_whose_port_was_taken_fails_instead_of_moving(private_redis: P
         with pytest.raises(RuntimeError, match=f"port {port}"):
             private_redis.start()
     assert private_redis.port == port
+
+
+def test_a_port_taken_before_the_first_start_moves_rabbitmq_to_other_ports(tmp_path: Path) -> None:
+    node = PrivateRabbitMQ(tmp_path, f"ports-{uuid.uuid4().hex[:8]}")
+    picked = node.port
+    try:
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", picked))
+            squatter.listen()
+
+            node.start()
+
+            assert node.port != picked
+            assert asyncio.run(declares_a_queue(node.url))
+    finally:
+        node.stop()
+
+
+async def declares_a_queue(url: str) -> bool:
+    async with await aio_pika.connect(url, timeout=10) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        return bool(queue.name)
