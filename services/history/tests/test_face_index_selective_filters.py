@@ -90,28 +90,36 @@ async def test_a_heavy_users_search_by_dates_and_a_tag_finds_the_exact_top_10(tm
 
 
 @pytest.mark.filterwarnings("ignore:.*(Payload indexes|Local mode).*:UserWarning")
-async def test_the_server_adapter_searches_exactly_where_the_filter_leaves_few_faces() -> None:
-    """The server's planner guesses the same way, so the server adapter asks for an exact search
-    when the engine's estimate of the filter's matches is under the full-scan threshold (here 2
-    128-d vectors), and the graph otherwise. Checked through qdrant-client's local mode, which
-    answers counts like the server (it ignores search parameters, so only the choice is seen)."""
+async def test_the_server_adapter_asks_again_exactly_when_a_filtered_walk_came_back_short() -> None:
+    """The server plans with the same sampled guess, so a filtered search that found fewer faces
+    than asked while the engine's estimate says more match (and few enough to scan: here 2 or
+    fewer 128-d vectors) is asked again exactly; one that found all the filter leaves, or whose
+    filter leaves more than the threshold, is not. Checked through qdrant-client's local mode,
+    which answers counts like the server (it ignores search parameters, so only the decision is
+    seen)."""
     client = AsyncQdrantClient(location=":memory:")
     tuning = EngineTuning(full_scan_threshold_kb=1)
     index = QdrantServerFaceIndex(client, "faces", tuning)
     try:
         await index.open()
         rng = np.random.default_rng(5)
-        for n in range(4):
+        users = ["light", "pair", "pair", "heavy", "heavy", "heavy"]
+        for n, user in enumerate(users):
             vector = (rng.normal(size=128) / 12).tolist()
-            user = "heavy" if n else "light"
             await index.replace_image(f"img-{n}", [IndexedFace(f"img-{n}", 0, user, DLIB, vector, BASE_MS + n)])
         name = collection_for("faces", DLIB)
-        few = await index._search_params(name, _filter(SearchFilters(), "light", ()), 128)
-        many = await index._search_params(name, _filter(SearchFilters(), "heavy", ()), 128)
-        everyone = await index._search_params(name, None, 128)
+
+        async def asked_again(user: str, found: int) -> bool:
+            condition = _filter(SearchFilters(), user, ())
+            assert condition is not None
+            return await index._walk_stopped_short(name, condition, found, 128)
+
+        short = await asked_again("pair", found=1)
+        complete = await asked_again("pair", found=2)
+        too_many_to_scan = await asked_again("heavy", found=1)
     finally:
         await client.close()
     assert tuning.full_scan_points(128) == 2
-    assert few.exact is True
-    assert not many.exact and many.hnsw_ef == tuning.hnsw_ef
-    assert not everyone.exact and everyone.hnsw_ef == tuning.hnsw_ef
+    assert short is True
+    assert complete is False
+    assert too_many_to_scan is False

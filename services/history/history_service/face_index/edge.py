@@ -273,30 +273,38 @@ class EdgeFaceIndex(FaceIndex):
     def _query(
         self, shard: _Shard, vector: list[float], top_k: int, condition: qe.Filter | None, min_cosine: float | None
     ) -> list[qe.ScoredPoint]:
-        request = qe.QueryRequest(
-            limit=top_k,
-            query=qe.Query.Nearest(vector),
-            filter=condition,
-            with_payload=True,
-            score_threshold=min_cosine,
-            params=self._search_params(shard, condition),
-        )
-        return shard.shard.query(request)
+        def query(params: qe.SearchParams) -> list[qe.ScoredPoint]:
+            request = qe.QueryRequest(
+                limit=top_k,
+                query=qe.Query.Nearest(vector),
+                filter=condition,
+                with_payload=True,
+                score_threshold=min_cosine,
+                params=params,
+            )
+            return shard.shard.query(request)
 
-    def _search_params(self, shard: _Shard, condition: qe.Filter | None) -> qe.SearchParams:
-        """Exact search when the filter is expected to leave fewer faces than the full-scan
-        threshold, else the graph. The engine makes that choice itself, per segment, but where
-        the filter's cheap bounds are inconclusive (a heavy user + a date range + a tag) it
-        decides by sampling 1,000 points with a fixed seed and stops at the first confident
-        guess: one match among the first few samples reads as "thousands match" although a
-        hundred do, and it walks the graph, where those few faces have almost no links among
-        them. The walk then stops after one or two faces (recall@10 of 0.0, measured). Its
-        estimate from the payload indexes (the product of the conditions' shares) has no such
-        jump and costs ~0.05 ms."""
-        if condition is not None:
-            expected = shard.shard.count(qe.CountRequest(exact=False, filter=condition))
-            if expected <= self._tuning.full_scan_points(shard.dimension):
-                return qe.SearchParams(exact=True)
+        points = query(self._graph_params())
+        if condition is not None and len(points) < top_k and self._walk_stopped_short(shard, condition, len(points)):
+            return query(qe.SearchParams(exact=True))
+        return points
+
+    def _walk_stopped_short(self, shard: _Shard, condition: qe.Filter, found: int) -> bool:
+        """Whether a filtered search that found fewer than asked should be answered exactly:
+        the filter is expected to leave more faces than were found, and few enough to scan.
+        Where a filter's cheap bounds are inconclusive (a heavy user + a date range + a tag)
+        the engine chooses between its graph and an exact scan from a sample of 1,000 points
+        with a fixed seed and stops at its first confident guess: one match among the first
+        few samples reads as "thousands match" although a hundred do, and it walks the graph,
+        where those few faces have almost no links among them; the walk then stops after one
+        or two faces (recall@10 of 0.0, measured). Scanning every such search exactly instead
+        costs a heavy user's filter its whole iteration (p95 18.6 -> 25 ms at 1,000,000
+        faces), so only the short answers are asked again. The estimate (from the payload
+        indexes, the product of the conditions' shares) costs ~0.05 ms."""
+        expected = shard.shard.count(qe.CountRequest(exact=False, filter=condition))
+        return found < expected <= self._tuning.full_scan_points(shard.dimension)
+
+    def _graph_params(self) -> qe.SearchParams:
         return qe.SearchParams(
             hnsw_ef=self._tuning.hnsw_ef,
             quantization=qe.QuantizationSearchParams(rescore=True, oversampling=self._tuning.quantization_oversampling)

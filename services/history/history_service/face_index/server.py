@@ -175,28 +175,35 @@ class QdrantServerFaceIndex(FaceIndex):
         if name not in self._collections and name not in await self._refresh():
             return []
         condition = _filter(filters, user_id, exclude)
-        response = await self._client.query_points(
-            name,
-            query=list(vector),
-            query_filter=condition,
-            search_params=await self._search_params(name, condition, len(vector)),
-            limit=top_k,
-            with_payload=True,
-            score_threshold=min_cosine,
-        )
-        return [FaceHit.from_payload(point.payload or {}, point.score) for point in response.points]
 
-    async def _search_params(self, name: str, condition: qm.Filter | None, dimension: int) -> qm.SearchParams:
-        """Exact search when the filter is expected to leave fewer faces than the full-scan
-        threshold, else the graph: the server's query planner guesses a filter's size by
-        sampling where its payload indexes' bounds are inconclusive (a heavy user + a date range
-        + a tag), and a wrong "large" guess walks the graph among a hundred faces that hardly
-        link to each other and stops after one or two (EdgeFaceIndex._search_params, where it
-        was measured). The estimate is one more round trip, only for filtered searches."""
-        if condition is not None:
-            expected = (await self._client.count(name, count_filter=condition, exact=False)).count
-            if expected <= self._tuning.full_scan_points(dimension):
-                return qm.SearchParams(exact=True)
+        async def query(params: qm.SearchParams) -> list[qm.ScoredPoint]:
+            response = await self._client.query_points(
+                name,
+                query=list(vector),
+                query_filter=condition,
+                search_params=params,
+                limit=top_k,
+                with_payload=True,
+                score_threshold=min_cosine,
+            )
+            return response.points
+
+        points = await query(self._graph_params())
+        if condition is not None and len(points) < top_k:
+            if await self._walk_stopped_short(name, condition, len(points), len(vector)):
+                points = await query(qm.SearchParams(exact=True))
+        return [FaceHit.from_payload(point.payload or {}, point.score) for point in points]
+
+    async def _walk_stopped_short(self, name: str, condition: qm.Filter, found: int, dimension: int) -> bool:
+        """Whether a filtered search that found fewer than asked should be asked again exactly:
+        the filter is expected to leave more faces than were found, and few enough to scan. The
+        server plans with the same sampled guess as the embedded engine, whose graph walk among
+        a hundred barely linked faces stops after one or two (EdgeFaceIndex._walk_stopped_short,
+        where it was measured). The estimate is one more round trip, for short answers only."""
+        expected = (await self._client.count(name, count_filter=condition, exact=False)).count
+        return found < expected <= self._tuning.full_scan_points(dimension)
+
+    def _graph_params(self) -> qm.SearchParams:
         return qm.SearchParams(
             hnsw_ef=self._tuning.hnsw_ef,
             quantization=qm.QuantizationSearchParams(rescore=True, oversampling=self._tuning.quantization_oversampling)

@@ -25,7 +25,7 @@ class EngineTuning:
     payload_m: int | None = None
     # Below this many kilobytes of vectors matching a filter, search scans them exactly
     # through the payload index instead of walking the graph (both adapters decide from the
-    # engine's estimate of the matches: EdgeFaceIndex._search_params, exact_when_few).
+    # engine's estimate of the matches when a filtered walk comes back short: _walk_stopped_short).
     full_scan_threshold_kb: int = 10_000
     # Candidate list while searching: higher is more accurate and slower.
     hnsw_ef: int = 512
