@@ -6,6 +6,7 @@ listener, and auth timed out reading from it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,16 @@ import redis
 from benchmarks.load.servers import PrivateRabbitMQ, PrivateRedis
 
 
+@contextlib.contextmanager
+def listening_on(port: int) -> Iterator[None]:
+    """Another program's listener on `port`, as if it took the port first."""
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        yield
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
@@ -27,11 +38,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 def test_a_port_taken_before_the_first_start_moves_redis_to_another_port(private_redis: PrivateRedis) -> None:
     picked = private_redis.port
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", picked))
-        squatter.listen()
-
+    with listening_on(picked):
         private_redis.start()
 
         assert private_redis.port != picked
@@ -53,10 +60,7 @@ def test_a_restart_whose_port_was_taken_fails_instead_of_moving(private_redis: P
     private_redis.start()
     port = private_redis.port
     private_redis.stop()
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
+    with listening_on(port):
         with pytest.raises(RuntimeError, match=f"port {port}"):
             private_redis.start()
     assert private_redis.port == port
@@ -66,11 +70,7 @@ def test_a_port_taken_before_the_first_start_moves_rabbitmq_to_other_ports(tmp_p
     node = PrivateRabbitMQ(tmp_path, f"ports-{uuid.uuid4().hex[:8]}")
     picked = node.port
     try:
-        with socket.socket() as squatter:
-            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind(("127.0.0.1", picked))
-            squatter.listen()
-
+        with listening_on(picked):
             node.start()
 
             assert node.port != picked
