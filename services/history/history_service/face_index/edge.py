@@ -290,19 +290,8 @@ class EdgeFaceIndex(FaceIndex):
         return points
 
     def _walk_stopped_short(self, shard: _Shard, condition: qe.Filter, found: int) -> bool:
-        """Whether a filtered search that found fewer than asked should be answered exactly:
-        the filter is expected to leave more faces than were found, and few enough to scan.
-        Where a filter's cheap bounds are inconclusive (a heavy user + a date range + a tag)
-        the engine chooses between its graph and an exact scan from a sample of 1,000 points
-        with a fixed seed and stops at its first confident guess: one match among the first
-        few samples reads as "thousands match" although a hundred do, and it walks the graph,
-        where those few faces have almost no links among them; the walk then stops after one
-        or two faces (recall@10 of 0.0, measured). Scanning every such search exactly instead
-        costs a heavy user's filter its whole iteration (p95 18.6 -> 25 ms at 1,000,000
-        faces), so only the short answers are asked again. The estimate (from the payload
-        indexes, the product of the conditions' shares) costs ~0.05 ms."""
         expected = shard.shard.count(qe.CountRequest(exact=False, filter=condition))
-        return found < expected <= self._tuning.full_scan_points(shard.dimension)
+        return self._tuning.scan_after_short_walk(found, expected, shard.dimension)
 
     def _graph_params(self) -> qe.SearchParams:
         return qe.SearchParams(

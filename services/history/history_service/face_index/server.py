@@ -195,13 +195,9 @@ class QdrantServerFaceIndex(FaceIndex):
         return [FaceHit.from_payload(point.payload or {}, point.score) for point in points]
 
     async def _walk_stopped_short(self, name: str, condition: qm.Filter, found: int, dimension: int) -> bool:
-        """Whether a filtered search that found fewer than asked should be asked again exactly:
-        the filter is expected to leave more faces than were found, and few enough to scan. The
-        server plans with the same sampled guess as the embedded engine, whose graph walk among
-        a hundred barely linked faces stops after one or two (EdgeFaceIndex._walk_stopped_short,
-        where it was measured). The estimate is one more round trip, for short answers only."""
+        # One more round trip, for short answers only.
         expected = (await self._client.count(name, count_filter=condition, exact=False)).count
-        return found < expected <= self._tuning.full_scan_points(dimension)
+        return self._tuning.scan_after_short_walk(found, expected, dimension)
 
     def _graph_params(self) -> qm.SearchParams:
         return qm.SearchParams(
