@@ -8,75 +8,33 @@ stack (tests/e2e/test_versions.py)."""
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
-from jwt.algorithms import RSAAlgorithm
 from redis.asyncio import Redis
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.model_registry import ModelOffer, ModelRegistry
-from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
-from gateway_service.app import create_app
 from gateway_service.model_catalog import ModelCatalog
 from gateway_service.model_choice import OptionsAsked, choose, live_models
 from gateway_service.problems import Problem
 from gateway_service.settings import Settings
 
-KID = "models-test-key"
 JPEG = ("face.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64, "image/jpeg")
 GFPGAN = ModelOffer("gfpgan", "gfpgan-v1.4", "1.4", "e2" * 32, False, None, 2)
 CODEFORMER = ModelOffer("codeformer", "codeformer-v0.1.0", "0.1.0", "10" * 32, True, 0.5, 2)
 CLASSICAL = ModelOffer("classical", "classical-opencv-v2", "2", "", False, None, 1)
 
 SettingsFactory = Callable[..., Settings]
+# conftest.py's fixtures: the app with the tests' signing key, and tokens signed with it.
+RunGateway = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+SignBearer = Callable[..., dict[str, str]]
 pytestmark = pytest.mark.usefixtures("forget_keys")
-
-
-@asynccontextmanager
-async def running(settings: Settings, key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    document = json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
-
-    async def fetch() -> str:
-        return document
-
-    async with app.router.lifespan_context(app):
-        app.state.verifier = TokenVerifier(
-            JwksCache(fetch, settings.jwks_cache_seconds),
-            settings.jwt_issuer,
-            settings.jwt_audience,
-            settings.jwt_leeway_seconds,
-        )
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 123))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield app, http
-
-
-def bearer(key: rsa.RSAPrivateKey, settings: Settings, user_id: str) -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "sub": user_id,
-        "role": "user",
-        "sid": uuid.uuid4().hex,
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 600,
-    }
-    return {"Authorization": "Bearer " + jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})}
 
 
 def assert_problem(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:
@@ -136,11 +94,11 @@ def test_a_named_model_is_never_substituted() -> None:
 
 
 async def test_the_model_list_tells_what_live_workers_announce(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    headers = bearer(signing_key, settings, "user-1")
-    async with running(settings, signing_key) as (app, http):
+    headers = bearer(settings, "user-1")
+    async with running(settings) as (app, http):
         before = await http.get("/v1/models", headers=headers)
         await app.state.models.announce("gpu-worker-1", [GFPGAN, CODEFORMER])
         await app.state.models.announce("cpu-worker-1", [CLASSICAL])
@@ -199,11 +157,11 @@ async def test_without_redis_which_models_run_is_unknown_and_answered_503() -> N
 
 
 async def test_an_upload_naming_a_model_no_worker_runs_is_409_naming_it_and_spends_no_quota(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_uploads_per_user="5/hour")
-    headers = bearer(signing_key, settings, "anna")
-    async with running(settings, signing_key) as (app, http):
+    headers = bearer(settings, "anna")
+    async with running(settings) as (app, http):
         nothing_runs = await http.post("/v1/images", headers=headers, files={"file": JPEG})
         await app.state.models.announce("cpu-worker-1", [CLASSICAL])
         codeformer = await http.post("/v1/images", headers=headers, files={"file": JPEG}, data={"model": "codeformer"})
@@ -220,11 +178,11 @@ async def test_an_upload_naming_a_model_no_worker_runs_is_409_naming_it_and_spen
 
 
 async def test_upload_options_the_model_lacks_or_that_are_malformed_are_422_and_spend_no_quota(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_uploads_per_user="5/hour")
-    headers = bearer(signing_key, settings, "anna")
-    async with running(settings, signing_key) as (app, http):
+    headers = bearer(settings, "anna")
+    async with running(settings) as (app, http):
         await app.state.models.announce("gpu-worker-1", [GFPGAN])
 
         async def upload(**fields: str) -> httpx.Response:
@@ -253,12 +211,12 @@ async def test_upload_options_the_model_lacks_or_that_are_malformed_are_422_and_
 
 
 async def test_a_reprocess_with_malformed_options_is_422_and_spends_no_quota(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_uploads_per_user="5/hour")
-    headers = bearer(signing_key, settings, "anna")
+    headers = bearer(settings, "anna")
     path = "/v1/images/img-1/restorations"
-    async with running(settings, signing_key) as (_, http):
+    async with running(settings) as (_, http):
         refused = {
             "model": await http.post(path, headers=headers, json={"model": "dall-e"}),
             "fidelity": await http.post(path, headers=headers, json={"fidelity": -0.1}),
@@ -277,11 +235,11 @@ async def test_a_reprocess_with_malformed_options_is_422_and_spends_no_quota(
 
 
 async def test_preferring_takes_a_restoration_id_and_cannot_be_cleared(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    headers = bearer(signing_key, settings, "anna")
-    async with running(settings, signing_key) as (_, http):
+    headers = bearer(settings, "anna")
+    async with running(settings) as (_, http):
         cleared = await http.patch("/v1/images/img-1", headers=headers, json={"preferred_restoration": None})
         not_an_id = await http.patch("/v1/images/img-1", headers=headers, json={"preferred_restoration": "best"})
         valid = await http.patch("/v1/images/img-1", headers=headers, json={"preferred_restoration": "r2"})

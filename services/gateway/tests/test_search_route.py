@@ -7,70 +7,27 @@ The search results themselves are tested on the running stack (tests/e2e/test_se
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
-from jwt.algorithms import RSAAlgorithm
 
-from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import problems
-from gateway_service.app import create_app
 from gateway_service.settings import Settings
 
-KID = "search-test-key"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 JPEG = ("face.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 64, "image/jpeg")
 
 
 SettingsFactory = Callable[..., Settings]
+# conftest.py's fixtures: the app with the tests' signing key, and tokens signed with it.
+RunGateway = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+SignBearer = Callable[..., dict[str, str]]
 # Every test leaves no Redis keys behind (conftest.py).
 pytestmark = pytest.mark.usefixtures("forget_keys")
-
-
-@asynccontextmanager
-async def running(settings: Settings, key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    document = json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
-
-    async def fetch() -> str:
-        return document
-
-    async with app.router.lifespan_context(app):
-        # Ended sessions are not looked up: the tests without Redis reach the search limit itself.
-        app.state.verifier = TokenVerifier(
-            JwksCache(fetch, settings.jwks_cache_seconds),
-            settings.jwt_issuer,
-            settings.jwt_audience,
-            settings.jwt_leeway_seconds,
-        )
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 123))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield app, http
-
-
-def bearer(key: rsa.RSAPrivateKey, settings: Settings, user_id: str, role: str = "user") -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "sub": user_id,
-        "role": role,
-        "sid": uuid.uuid4().hex,
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 600,
-    }
-    return {"Authorization": "Bearer " + jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})}
 
 
 def assert_problem(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:
@@ -86,11 +43,11 @@ def error_fields(body: dict[str, Any]) -> set[str]:
 
 
 async def test_a_valid_photo_search_and_a_valid_json_search_both_go_on_to_the_backend(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    headers = bearer(signing_key, settings, "user-1")
-    async with running(settings, signing_key) as (_, http):
+    headers = bearer(settings, "user-1")
+    async with running(settings) as (_, http):
         photo = await http.post(
             "/v1/search",
             headers=headers,
@@ -109,12 +66,12 @@ async def test_a_valid_photo_search_and_a_valid_json_search_both_go_on_to_the_ba
 
 
 async def test_each_search_is_counted_against_the_users_own_limit_with_its_headers(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, rate_limit_searches_per_user="2/minute")
-    anna, ben = bearer(signing_key, settings, "anna"), bearer(signing_key, settings, "ben")
+    anna, ben = bearer(settings, "anna"), bearer(settings, "ben")
     body = {"image_id": "img-1", "face_index": 0}
-    async with running(settings, signing_key) as (_, http):
+    async with running(settings) as (_, http):
         allowed = [await http.post("/v1/search", headers=anna, json=body) for _ in range(2)]
         refused = await http.post("/v1/search", headers=anna, json=body)
         other_user = await http.post("/v1/search", headers=ben, json=body)
@@ -129,21 +86,19 @@ async def test_each_search_is_counted_against_the_users_own_limit_with_its_heade
 
 
 async def test_without_redis_searches_fail_closed(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(UNREACHABLE_REDIS, unique_name)
-    async with running(settings, signing_key) as (_, http):
-        response = await http.post(
-            "/v1/search", headers=bearer(signing_key, settings, "u"), json={"image_id": "i", "face_index": 0}
-        )
+    async with running(settings) as (_, http):
+        response = await http.post("/v1/search", headers=bearer(settings, "u"), json={"image_id": "i", "face_index": 0})
 
     assert_problem(response, 503, "rate-limit-unavailable")
 
 
 async def test_a_search_needs_a_token(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
-    async with running(make_settings(redis_url, unique_name), signing_key) as (_, http):
+    async with running(make_settings(redis_url, unique_name)) as (_, http):
         response = await http.post("/v1/search", files={"file": JPEG})
 
     assert_problem(response, 401, "unauthenticated")
@@ -169,27 +124,26 @@ async def test_a_search_needs_a_token(
 async def test_photo_search_options_out_of_range_are_refused_naming_the_field(
     redis_url: str,
     unique_name: str,
-    signing_key: rsa.RSAPrivateKey,
+    running: RunGateway,
+    bearer: SignBearer,
     data: dict[str, Any],
     wrong: str,
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    async with running(settings, signing_key) as (_, http):
-        response = await http.post(
-            "/v1/search", headers=bearer(signing_key, settings, "u"), files={"file": JPEG}, data=data
-        )
+    async with running(settings) as (_, http):
+        response = await http.post("/v1/search", headers=bearer(settings, "u"), files={"file": JPEG}, data=data)
 
     assert wrong in error_fields(assert_problem(response, 422, "validation-error"))
 
 
 async def test_a_photo_search_without_a_file_or_with_an_empty_one_is_refused(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    async with running(settings, signing_key) as (_, http):
+    async with running(settings) as (_, http):
         # A form field named "file" that is not a file part is no photo either.
-        headers = bearer(signing_key, settings, "u")
+        headers = bearer(settings, "u")
         not_a_file = await http.post("/v1/search", headers=headers, files={"top_k": (None, "3"), "file": (None, "x")})
         empty = await http.post("/v1/search", headers=headers, files={"file": ("empty.jpg", b"", "image/jpeg")})
 
@@ -211,38 +165,39 @@ async def test_a_photo_search_without_a_file_or_with_an_empty_one_is_refused(
 async def test_json_searches_that_are_not_valid_are_refused_naming_the_field(
     redis_url: str,
     unique_name: str,
-    signing_key: rsa.RSAPrivateKey,
+    running: RunGateway,
+    bearer: SignBearer,
     content: bytes,
     wrong: str,
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    headers = {**bearer(signing_key, settings, "u"), "Content-Type": "application/json"}
-    async with running(settings, signing_key) as (_, http):
+    headers = {**bearer(settings, "u"), "Content-Type": "application/json"}
+    async with running(settings) as (_, http):
         response = await http.post("/v1/search", headers=headers, content=content)
 
     assert wrong in error_fields(assert_problem(response, 422, "validation-error"))
 
 
 async def test_a_body_that_is_neither_form_nor_json_is_unsupported(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name)
-    headers = {**bearer(signing_key, settings, "u"), "Content-Type": "image/jpeg"}
-    async with running(settings, signing_key) as (_, http):
+    headers = {**bearer(settings, "u"), "Content-Type": "image/jpeg"}
+    async with running(settings) as (_, http):
         response = await http.post("/v1/search", headers=headers, content=JPEG[1])
 
     assert_problem(response, 415, "unsupported-media-type")
 
 
 async def test_a_photo_over_the_upload_limit_is_refused_413(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_url, unique_name, max_upload_bytes=4096)
     big = ("big.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 5000, "image/jpeg")
     huge = ("huge.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 200_000, "image/jpeg")
-    async with running(settings, signing_key) as (_, http):
-        headers = bearer(signing_key, settings, "u")
+    async with running(settings) as (_, http):
+        headers = bearer(settings, "u")
         over = await http.post("/v1/search", headers=headers, files={"file": big})
         far_over = await http.post("/v1/search", headers=headers, files={"file": huge})
 
@@ -252,9 +207,9 @@ async def test_a_photo_over_the_upload_limit_is_refused_413(
 
 
 async def test_the_openapi_document_describes_both_request_forms_and_every_answer(
-    redis_url: str, unique_name: str, signing_key: rsa.RSAPrivateKey, make_settings: SettingsFactory
+    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
 ) -> None:
-    async with running(make_settings(redis_url, unique_name), signing_key) as (_, http):
+    async with running(make_settings(redis_url, unique_name)) as (_, http):
         document = (await http.get("/openapi.json")).json()
 
     operation = document["paths"]["/v1/search"]["post"]
