@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 BIN = Path(sys.executable).parent
 
@@ -93,6 +94,17 @@ def amqp_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis(redis_url: str, unique_name: str) -> AsyncIterator[Redis]:
+    """A client of the machine's Redis; the keys under the test's unique name go afterwards."""
+    client = Redis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{unique_name}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 class TcpRelay:

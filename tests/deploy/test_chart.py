@@ -58,8 +58,9 @@ DEPENDENCY_USERS = {
     "mongodb": {"auth", "upload", "history", "admin", "inference-cpu", "embedder"},
     # The gateway publishes its rate-limit tallies (activity.recorded) for the admins' statistics.
     "rabbitmq": {"gateway", "auth", "upload", "history", "admin", "inference-cpu", "embedder"},
-    # The restoration workers offer their models in the model registry, which the gateway reads.
-    "redis": {"gateway", "auth", "inference-cpu"},
+    # The restoration workers offer their models in the model registry, which the gateway reads;
+    # history raises the library generations that the gateway's page cache checks.
+    "redis": {"gateway", "auth", "history", "inference-cpu"},
     "minio": {"upload", "history", "inference-cpu", "embedder"},
     "qdrant": {"history"},
 }
@@ -969,6 +970,12 @@ def test_dependencies_are_reachable_only_from_their_users(dev: Rendered) -> None
         expected = DEPENDENCY_USERS[dependency] | ({"keda"} if dependency == "rabbitmq" else set())
         assert reached_by == expected, dependency
     assert allowed(policies, PROMETHEUS, pods["rabbitmq"], 15692)
+
+
+def test_the_services_that_may_reach_redis_are_given_its_address(dev: Rendered) -> None:
+    for component in SERVICES:
+        given = "REDIS_URL" in env_of(dev.deployment(component))
+        assert given == (component in DEPENDENCY_USERS["redis"]), component
 
 
 def test_external_dependencies_are_reached_at_the_listed_addresses(gpu: Rendered) -> None:

@@ -66,7 +66,8 @@ history:
   server: grpc
   port: 50053
   image: history
-  secretEnv: [MONGO_URL, AMQP_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, DOWNLOAD_TOKEN_SECRET, PSEUDONYM_SECRET]
+  # REDIS_URL: the library generations it raises after each write, for the gateway's page cache.
+  secretEnv: [MONGO_URL, AMQP_URL, REDIS_URL, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, DOWNLOAD_TOKEN_SECRET, PSEUDONYM_SECRET]
   optionalSecretEnv: [QDRANT_API_KEY]
 admin:
   server: grpc

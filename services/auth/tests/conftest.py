@@ -7,19 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from redis.asyncio import Redis
 
 from facerestore_common import mongo
-
-
-@pytest.fixture
-async def redis(redis_url: str, unique_name: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{unique_name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from redis.asyncio import Redis
+
 from facerestore_common import mongo
+from facerestore_common.library_generation import LibraryGenerations
 from facerestore_common.logging import configure_logging
 from facerestore_common.storage import BlobStore
 from history_service.embedding_client import EmbeddingClient
@@ -27,13 +30,17 @@ from history_service.faces import FaceRepository
 from history_service.indexing import FaceIndexer
 from history_service.items import ItemRepository
 from history_service.settings import Settings
+from history_service.tracked_items import tracked_items
 
 
 async def reindex(settings: Settings, *, re_embed: bool) -> dict[str, Any]:
     database = mongo.connect(settings.mongo_url, settings.mongo_database)
+    # Connects only if an item is written (a rebuild writes none).
+    redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     index = await open_face_index(settings, background_optimize=False)
     try:
-        indexer = FaceIndexer(ItemRepository(database), FaceRepository(database), index)
+        items = ItemRepository(tracked_items(database, LibraryGenerations(redis, settings.redis_key_prefix)))
+        indexer = FaceIndexer(items, FaceRepository(database), index)
         if not re_embed:
             return asdict(await indexer.rebuild())
         embedder = EmbeddingClient(
@@ -45,6 +52,7 @@ async def reindex(settings: Settings, *, re_embed: bool) -> dict[str, Any]:
             await embedder.close()
     finally:
         await index.close()
+        await redis.aclose()
         database.client.close()
 
 

@@ -37,7 +37,7 @@ class UserEraser:
         indexer: FaceIndexer | None = None,
         batch: int = 25,
     ) -> None:
-        self._items = database["items"]
+        self._items = history.items.collection
         self._erased = database["erased_users"]
         # Activity records (search.made) that the relay has not published yet.
         self._activity_outbox = database["activity_outbox"]

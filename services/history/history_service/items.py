@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 
 from facerestore_common.timeutil import now_ms
+from history_service.tracked_items import TrackedItems
 from history_service.versions import FIRST_RESTORATION, Version, VersionRepository, listed
 
 STATUS_RANK = {"queued": 1, "processing": 2, "done": 3, "failed": 3}
@@ -117,9 +117,14 @@ def sort_key(created_at_ms: int, image_id: str) -> str:
 
 
 class ItemRepository:
-    def __init__(self, database: AsyncIOMotorDatabase) -> None:
-        self._items = database["items"]
-        self.versions = VersionRepository(database)
+    def __init__(self, items: TrackedItems) -> None:
+        self._items = items
+        self.versions = VersionRepository(items)
+
+    @property
+    def collection(self) -> TrackedItems:
+        """The collection itself, for the modules that write to it directly (library, erase)."""
+        return self._items
 
     async def create_indexes(self) -> None:
         await self._items.create_index([("user_id", 1), ("sort_key", -1)])

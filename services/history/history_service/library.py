@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 
 from facerestore.events.v1 import events_pb2
@@ -164,14 +163,13 @@ def feedback_message(feedback: dict[str, Any]) -> dict[str, Any]:
 class Library:
     def __init__(
         self,
-        database: AsyncIOMotorDatabase,
         history: History,
         blobs: BlobStore,
         bus: EventBus,
         indexer: FaceIndexer | None = None,
         inline_max_bytes: int = 4 * 1024 * 1024,
     ) -> None:
-        self._items = database["items"]
+        self._items = history.items.collection
         self._history = history
         self._blobs = blobs
         self._bus = bus

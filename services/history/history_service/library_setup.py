@@ -47,7 +47,7 @@ class LibraryServices:
             if history.faces is not None and history.face_index is not None
             else None
         )
-        library = Library(database, history, blobs, bus, indexer, inline_max_bytes=settings.inline_max_bytes)
+        library = Library(history, blobs, bus, indexer, inline_max_bytes=settings.inline_max_bytes)
         await library.create_indexes()
         jobs = ExportJobs(database)
         await jobs.create_indexes()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from redis.asyncio import Redis
+
 from facerestore.history.v1 import history_pb2_grpc
 from facerestore_common import mongo
 from facerestore_common.activity import ActivityOutbox, stop_task
@@ -13,7 +15,9 @@ from facerestore_common.events import EventBus, ProcessedEvents
 from facerestore_common.grpc_client import remote_token_verifier
 from facerestore_common.grpc_server import AuthInterceptor, GrpcServer
 from facerestore_common.images import ImageLimits
+from facerestore_common.library_generation import LibraryGenerations
 from facerestore_common.metrics_server import serve_metrics
+from facerestore_common.redis_connect import ping_when_available
 from facerestore_common.startup_wait import StartupDeadline
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import CONSUMER_BINDINGS
@@ -29,12 +33,16 @@ from history_service.library_setup import LibraryServices
 from history_service.moderation import Moderation
 from history_service.search import FaceSearch
 from history_service.settings import Settings
+from history_service.tracked_items import tracked_items
 
 
 async def serve(settings: Settings) -> None:
     deadline = StartupDeadline(settings.startup_wait_seconds)
     database = await mongo.connect_when_available(settings.mongo_url, settings.mongo_database, deadline)
-    items = ItemRepository(database)
+    # A Redis that hangs must not hold the writes: each raise of a generation has a deadline.
+    redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    await ping_when_available(redis, deadline)
+    items = ItemRepository(tracked_items(database, LibraryGenerations(redis, settings.redis_key_prefix)))
     await items.create_indexes()
     blobs = BlobStore(settings)
     await blobs.ensure_bucket(deadline)
@@ -104,6 +112,7 @@ async def serve(settings: Settings) -> None:
         await embedder.close()
         await face_index.close()
         await auth_channel.close()
+        await redis.aclose()
         database.client.close()
 
     await server.run(on_stop=close)

@@ -11,6 +11,7 @@ from facerestore_common.settings import (
     ImageLimitSettings,
     MongoSettings,
     PseudonymSettings,
+    RedisSettings,
     ServiceSettings,
     StorageSettings,
 )
@@ -27,6 +28,8 @@ class Settings(
     StorageSettings,
     ImageLimitSettings,
     PseudonymSettings,
+    # The library generations (tracked_items.py) that tell the gateway's page cache what changed.
+    RedisSettings,
 ):
     service_name: str = "history"
     grpc_port: int = 50053

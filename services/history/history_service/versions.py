@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
 
 from facerestore_common.timeutil import now_ms
 from history_service.faces import FaceRepository
+from history_service.tracked_items import TrackedItems
 
 FIRST_RESTORATION = "r1"
 _RESTORATION_ID = re.compile(r"^r[1-9][0-9]{0,5}$")
@@ -136,8 +136,8 @@ def detected_faces(faces: Sequence[Mapping[str, Any]], preferred: Version | None
 class VersionRepository:
     """The `restorations.<id>` entries of item documents."""
 
-    def __init__(self, database: AsyncIOMotorDatabase) -> None:
-        self._items = database["items"]
+    def __init__(self, items: TrackedItems) -> None:
+        self._items = items
 
     async def describe(self, image_id: str, restoration_id: str, options: dict[str, Any], created_at_ms: int) -> None:
         """Record how a version was asked for, whatever its status (an outcome may come first)."""

@@ -1,6 +1,6 @@
-"""Real servers behind the history service's classes: a Mongo database, an S3 bucket and an
-events exchange of the test's own (named after `unique_name`), and helpers that build the
-events the other services publish."""
+"""Real servers behind the history service's classes: a Mongo database, an S3 bucket, an
+events exchange and Redis keys of the test's own (named after `unique_name`), and helpers that
+build the events the other services publish."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ import dlib
 import numpy as np
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from redis.asyncio import Redis
 
 from facerestore.events.v1 import events_pb2
 from facerestore.inference.v1 import embedding_pb2
 from facerestore_common import mongo
 from facerestore_common.events import EventBus, new_envelope
+from facerestore_common.library_generation import LibraryGenerations
 from facerestore_common.settings import StorageSettings
 from facerestore_common.storage import BlobStore
 from facerestore_common.topology import embed_queue_name
@@ -33,6 +35,7 @@ from history_service.face_index.edge import EdgeFaceIndex
 from history_service.faces import FaceRepository
 from history_service.history import History
 from history_service.items import ItemRepository
+from history_service.tracked_items import tracked_items
 
 DOWNLOAD_SECRET = "history-tests-download-secret-0123456789abcdef"
 
@@ -45,8 +48,14 @@ async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMot
 
 
 @pytest.fixture
-async def items(database: AsyncIOMotorDatabase) -> ItemRepository:
-    repository = ItemRepository(database)
+def generations(redis: Redis, unique_name: str) -> LibraryGenerations:
+    """The users' library generations, under the test's own key prefix."""
+    return LibraryGenerations(redis, unique_name)
+
+
+@pytest.fixture
+async def items(database: AsyncIOMotorDatabase, generations: LibraryGenerations) -> ItemRepository:
+    repository = ItemRepository(tracked_items(database, generations))
     await repository.create_indexes()
     return repository
 

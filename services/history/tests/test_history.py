@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import aio_pika
 import jwt
 import pytest
-from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.errors import NotFound
@@ -251,7 +250,6 @@ async def test_a_delete_while_the_broker_reconnects_stands_and_is_announced_once
     downloads: DownloadTokens,
     faces: FaceRepository,
     face_index: EdgeFaceIndex,
-    database: AsyncIOMotorDatabase,
     bus: EventBus,
     amqp_url: str,
     unique_name: str,
@@ -284,7 +282,7 @@ async def test_a_delete_while_the_broker_reconnects_stands_and_is_announced_once
 
         await relay.restore()
         assert await connection_becomes(reconnecting, connected=True)
-        library = Library(database, history, blobs, reconnecting)
+        library = Library(history, blobs, reconnecting)
         assert await library.purge_pending() == 1
         assert await library.purge_pending() == 0
     finally:

@@ -31,12 +31,10 @@ MODEL = "test-model-v1"
 
 
 @pytest.fixture
-async def library(
-    database: AsyncIOMotorDatabase, history: History, blobs: BlobStore, bus: EventBus, face_index: EdgeFaceIndex
-) -> Library:
+async def library(history: History, blobs: BlobStore, bus: EventBus, face_index: EdgeFaceIndex) -> Library:
     assert history.faces is not None
     indexer = FaceIndexer(history.items, history.faces, face_index)
-    made = Library(database, history, blobs, bus, indexer, inline_max_bytes=64 * 1024)
+    made = Library(history, blobs, bus, indexer, inline_max_bytes=64 * 1024)
     await made.create_indexes()
     return made
 

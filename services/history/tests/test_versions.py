@@ -41,9 +41,9 @@ FACES = [([10, 20, 110, 140], 0.98, [1.0, 0.0, 0.0]), ([200, 30, 290, 150], 0.91
 
 
 @pytest.fixture
-async def library(database: AsyncIOMotorDatabase, history: History, blobs: BlobStore, bus: EventBus) -> Library:
+async def library(history: History, blobs: BlobStore, bus: EventBus) -> Library:
     assert history.faces is not None and history.face_index is not None
-    made = Library(database, history, blobs, bus, FaceIndexer(history.items, history.faces, history.face_index))
+    made = Library(history, blobs, bus, FaceIndexer(history.items, history.faces, history.face_index))
     await made.create_indexes()
     return made
 
