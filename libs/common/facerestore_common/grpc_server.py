@@ -37,6 +37,7 @@ from facerestore_common.grpc_client import KEEPALIVE_TIME_MS
 from facerestore_common.health import DependencyCheck, DependencyWatch
 from facerestore_common.logging import CLIENT_IP_METADATA_KEY, client_ip_var, get_logger, request_id_var
 from facerestore_common.settings import GrpcServerSettings
+from facerestore_common.startup_heap import frozen_startup_heap
 from facerestore_common.telemetry import context_from_traceparent
 from facerestore_common.tokens import TokenVerifier, bearer_token, current_principal
 
@@ -355,7 +356,8 @@ class GrpcServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        with frozen_startup_heap():
+            await stop.wait()
         log.info("grpc_stopping")
         await self.stop(grace_seconds)
         if on_stop is not None:
