@@ -26,6 +26,7 @@ import httpx
 import pytest
 from minio import Minio
 from PIL import Image, ImageEnhance
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from tests.conftest import face_photo
@@ -267,6 +268,62 @@ def test_a_merge_patch_edits_only_what_it_names_and_search_filters_follow(owner:
     ):
         refused = http.patch(f"/v1/images/{target['id']}", headers=bearer(owner.tokens), json=bad)
         assert refused.status_code == 422 and problem_type(refused) == reason, (bad, refused.text)
+
+
+def page_cache_hits(stack: RunningStack) -> float:
+    metrics = httpx.get(f"http://127.0.0.1:{stack.ports['GATEWAY_METRICS']}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "gateway_page_cache_lookups_total" and sample.labels["result"] == "hit"
+    )
+
+
+def test_a_page_read_again_comes_from_the_gateways_memory_and_each_change_shows_at_once(
+    stack: RunningStack, http: httpx.Client
+) -> None:
+    tokens = stack.sign_in(http, random_mobile())
+    ids = [upload(http, tokens, index, tags="kept")["id"] for index in (40, 41)]
+    # Recorded from the upload's event, then restored from the worker's: each a write of history's
+    # that a kept page must not hide, or these waits would not end.
+    wait_until_listed(http, tokens, ids)
+    wait_until_done(http, tokens, ids)
+    params = {"limit": 3, "tag": "kept"}
+    first = http.get("/v1/images", headers=bearer(tokens), params=params)
+    hits = page_cache_hits(stack)
+    again = [http.get("/v1/images", headers=bearer(tokens), params=params) for _ in range(3)]
+    assert page_cache_hits(stack) >= hits + 2
+    assert all(response.content == first.content for response in again)
+
+    # Each change is in the very next read: an edit, feedback, a new version, a delete.
+    newest = ids[1]
+    note = f"kept fresh {uuid.uuid4().hex}"
+    edited = http.patch(f"/v1/images/{newest}", headers=bearer(tokens), json={"note": note})
+    assert edited.status_code == 200, edited.text
+    page = http.get("/v1/images", headers=bearer(tokens), params=params).json()
+    assert page["items"][0]["id"] == newest and page["items"][0]["note"] == note
+
+    rated = http.post(f"/v1/images/{newest}/feedback", headers=bearer(tokens), json={"rating": 2})
+    assert rated.status_code in (200, 201), rated.text
+    page = http.get("/v1/images", headers=bearer(tokens), params=params).json()
+    assert page["items"][0]["feedback"]["rating"] == 2
+
+    versions = len(page["items"][0]["restorations"])
+    asked = http.post(f"/v1/images/{newest}/restorations", headers=bearer(tokens), json={"model": "classical"})
+    assert asked.status_code == 202, asked.text
+    deadline = time.monotonic() + 120
+    while True:
+        shown = http.get("/v1/images", headers=bearer(tokens), params=params).json()["items"][0]
+        if len(shown["restorations"]) == versions + 1 and shown["restorations"][-1]["status"] == "done":
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+
+    assert http.delete(f"/v1/images/{newest}", headers=bearer(tokens)).status_code == 204
+    assert [item["id"] for item in http.get("/v1/images", headers=bearer(tokens), params=params).json()["items"]] == [
+        ids[0]
+    ]
 
 
 def test_feedback_is_shown_on_the_image_and_a_new_rating_replaces_the_old(owner: Owner, http: httpx.Client) -> None:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from facerestore_common.grpc_client import remote_jwks_fetcher
 from facerestore_common.model_registry import ModelRegistry
+from facerestore_common.startup_heap import frozen_startup_heap
 from facerestore_common.tokens import JwksCache, TokenVerifier
 from gateway_service import docs, openapi_document, problems, webapp
 from gateway_service.body_limit import BodyLimit
@@ -17,6 +18,7 @@ from gateway_service.client_ip import parse_networks
 from gateway_service.clients import ServiceClients
 from gateway_service.http_metrics import HttpMetrics, RouteTemplates
 from gateway_service.model_catalog import ModelCatalog
+from gateway_service.page_cache import PageCache
 from gateway_service.rate_limits import Limit, RateLimiter
 from gateway_service.refusals import RefusalReporter
 from gateway_service.request_context import RequestContext
@@ -53,7 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
             revocations=sessions,
         )
         app.state.refusals = RefusalReporter.start(settings)
-        yield
+        with frozen_startup_heap():
+            yield
         await app.state.refusals.stop()
         await clients.close()
         await rate_limiter.aclose()
@@ -86,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.models, settings.models_refresh_seconds, settings.models_grace_seconds
     )
     sessions = PrefetchedRevocations(redis, settings.redis_key_prefix)
+    app.state.page_cache = page_cache = PageCache(settings.page_cache_bytes, settings.page_cache_max_age_seconds)
     # Added first, so it runs inside the request context (request id, client IP) added next.
     app.add_middleware(
         BodyLimit,
@@ -100,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
         trusted_proxies=trusted_proxies,
         sessions=sessions,
         https=settings.served_over_https,
+        pages=page_cache,
+        key_prefix=settings.redis_key_prefix,
     )
 
     # Added last, so it is outermost: it sees every response, those refused above included.

@@ -3,8 +3,9 @@ limited response and Retry-After on 429s.
 
 A window is a sorted set of the hits it holds, scored by their time; one Lua script drops the
 hits that left the window, counts and, when there is room, adds the new hit, all in one round
-trip. The same round trip can also answer whether a key exists: the request context asks for the
-per-IP limit and for the session of the request's token together. A hit has its own member in
+trip. The same round trip can also answer whether a key exists and read another: the request
+context asks for the per-IP limit, for the session of the request's token and for its user's
+library generation (what the page cache checks its copies against) together. A hit has its own member in
 the set, so a hit that should not have counted (an upload refused by the upload service, an
 Idempotency-Key replay) is taken back.
 
@@ -14,6 +15,7 @@ with 503 (an unlimited upload endpoint is an abuse vector)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from dataclasses import dataclass
@@ -27,9 +29,11 @@ from gateway_service.problems import Problem
 
 log = get_logger(__name__)
 
-# KEYS[1]: the window; KEYS[2] (optional): a key whose existence is reported too.
-# ARGV: window length in ms, the limit, this hit's member. Time is Redis's own, shared by every gateway.
-# Returns {allowed (0/1), hits in the window, ms until the oldest hit leaves it, KEYS[2] exists (0/1)}.
+# KEYS[1]: the window; then, when ARGV[4] is 1, a key whose existence is reported; then, when
+# ARGV[5] is 1, a key whose value is read.
+# ARGV: window length in ms, the limit, this hit's member, the two flags. Time is Redis's own, shared by every gateway.
+# Returns {allowed (0/1), hits in the window, ms until the oldest hit leaves it, the key exists (0/1),
+# the value read (false when absent)}.
 _HIT = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -47,9 +51,15 @@ end
 local reset = window
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+local next_key = 2
 local exists = 0
-if KEYS[2] then exists = redis.call('EXISTS', KEYS[2]) end
-return {allowed, count, reset, exists}
+if ARGV[4] == '1' then
+  exists = redis.call('EXISTS', KEYS[next_key])
+  next_key = next_key + 1
+end
+local value = false
+if ARGV[5] == '1' then value = redis.call('GET', KEYS[next_key]) end
+return {allowed, count, reset, exists, value}
 """
 
 
@@ -100,28 +110,35 @@ class RateLimiter:
         self._redis = Redis.from_url(redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
         self._prefix = key_prefix
         self._script = self._redis.register_script(_HIT)
+        # A hit's member in its window: unique across gateways without asking the OS for randomness each time.
+        self._member_prefix = secrets.token_hex(6) + ":"
+        self._members = itertools.count()
 
     def _key(self, limit: Limit, key: str) -> str:
         return f"{self._prefix}:{limit.name}:{key}"
 
     async def hit(self, limit: Limit, key: str) -> Verdict | None:
         """Count one request; raise a 429 Problem when the limit is spent. None: not counted (Redis down, fail-open)."""
-        verdict, _ = await self.hit_and_check(limit, key, None)
+        verdict, _, _ = await self.hit_and_check(limit, key)
         return verdict
 
-    async def hit_and_check(self, limit: Limit, key: str, other_key: str | None) -> tuple[Verdict | None, bool | None]:
-        """`hit`, and in the same round trip whether `other_key` exists (None: not asked, or Redis is down)."""
+    async def hit_and_check(
+        self, limit: Limit, key: str, exists_key: str | None = None, value_key: str | None = None
+    ) -> tuple[Verdict | None, bool | None, bytes | None]:
+        """`hit`, and in the same round trip whether `exists_key` exists and what `value_key`
+        holds (None: not asked, absent, or Redis is down and the limit fails open)."""
         window_key = self._key(limit, key)
-        member = secrets.token_hex(8)
-        keys = [window_key] if other_key is None else [window_key, other_key]
+        member = f"{self._member_prefix}{next(self._members)}"
+        keys = [window_key, *(k for k in (exists_key, value_key) if k is not None)]
+        flags = ["1" if exists_key is not None else "0", "1" if value_key is not None else "0"]
         try:
-            allowed, count, reset_ms, exists = await self._script(
-                keys=keys, args=[limit.window_seconds * 1000, limit.amount, member]
+            allowed, count, reset_ms, exists, value = await self._script(
+                keys=keys, args=[limit.window_seconds * 1000, limit.amount, member, *flags]
             )
         except RedisError as error:
             if limit.fail_open:
                 log.warning("rate_limit_unchecked", limit=limit.name, error=repr(error))
-                return None, None
+                return None, None, None
             log.error("rate_limit_unavailable", limit=limit.name, error=repr(error))
             raise Problem(503, "rate-limit-unavailable", "this is unavailable right now; try again shortly") from error
         reset_after = max(0, math.ceil(int(reset_ms) / 1000))
@@ -136,7 +153,7 @@ class RateLimiter:
                 limit=limit.name,
                 retry_after=retry_after,
             )
-        return verdict, (bool(exists) if other_key is not None else None)
+        return verdict, (bool(exists) if exists_key is not None else None), (value or None)
 
     async def take_back(self, verdict: Verdict) -> Verdict:
         """Uncount a hit that should not have counted; the verdict as it stands after that."""

@@ -15,6 +15,11 @@ class Settings(ServiceSettings, AuthClientSettings, RedisSettings, BrokerSetting
     metrics_port: int = 9101
     # /readyz answers from a result this young, so that many probes cost one round of checks.
     readyz_cache_seconds: float = Field(default=2.0, ge=0)
+    # The page cache (page_cache.py): memory for kept answers of users' own reads (0: off) and
+    # the longest an answer is served again, which bounds how stale one can be if history could
+    # not raise a generation (Redis unreachable from it) and keeps the links in it far from expiry.
+    page_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    page_cache_max_age_seconds: float = Field(default=30.0, ge=0, le=120)
     upload_grpc_target: str = "127.0.0.1:50052"
     history_grpc_target: str = "127.0.0.1:50053"
     admin_grpc_target: str = "127.0.0.1:50054"

@@ -14,6 +14,7 @@ from facerestore_common.restoration_options import MAX_CHOSEN_FACES
 from gateway_service.convert import image_fields, model_json, options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
 from gateway_service.model_choice import OptionsAsked, resolved
+from gateway_service.page_cache import keep_answer
 from gateway_service.problems import Problem
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.routes.library import Filters, IncludeRestored, image_with_inline
@@ -155,13 +156,14 @@ async def list_images(
         metadata=call_metadata(user.token),
     )
     # An ImagePage's JSON straight from plain values: no model built, validated and dumped per image.
-    return model_json(
+    page = model_json(
         {
             "items": [image_fields(image, request) for image in response.images],
             "next_cursor": response.next_cursor or None,
             "counts": dict(response.counts) if filters.counts else None,
         }
     )
+    return keep_answer(request, user, page)
 
 
 @router.get(
@@ -187,7 +189,7 @@ async def get_image(
         timeout=settings.grpc_deadline_seconds,
         metadata=call_metadata(user.token),
     )
-    return model_json(image_with_inline(response, request))
+    return keep_answer(request, user, model_json(image_with_inline(response, request)))
 
 
 @router.delete(
