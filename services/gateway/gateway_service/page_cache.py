@@ -52,8 +52,6 @@ class PageCache:
         self._max_age = max_age_seconds
         self._answers: OrderedDict[CacheKey, KeptAnswer] = OrderedDict()
         self._bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     @property
     def enabled(self) -> bool:
@@ -68,11 +66,9 @@ class PageCache:
         if answer is None or answer.generation != generation or answer.kept_until <= time.monotonic():
             if answer is not None:
                 self._drop(key)
-            self.misses += 1
             _MISS.inc()
             return None
         self._answers.move_to_end(key)
-        self.hits += 1
         _HIT.inc()
         return answer
 
