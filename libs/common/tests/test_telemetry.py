@@ -22,7 +22,7 @@ from facerestore.auth.v1 import auth_pb2, auth_pb2_grpc
 from facerestore_common.errors import NotFound
 from facerestore_common.grpc_client import call_metadata, insecure_channel
 from facerestore_common.grpc_server import GrpcServer
-from facerestore_common.telemetry import context_from_traceparent, otlp_exporter
+from facerestore_common.telemetry import context_from_traceparent, current_traceparent, otlp_exporter, tracer_provider
 
 
 def test_the_exporter_follows_the_standard_variables() -> None:
@@ -121,3 +121,24 @@ async def test_a_call_is_a_client_span_the_server_continues_and_is_counted(
         span for span in spans.get_finished_spans() if span.name == method and span.kind is SpanKind.SERVER
     )
     assert server_span.parent is not None and server_span.parent.span_id == client.context.span_id
+
+
+def test_without_a_collector_spans_carry_the_trace_on_without_being_recorded() -> None:
+    tracer = tracer_provider("svc", {}).get_tracer(__name__)
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    span = tracer.start_span("GET /v1/images", context=context_from_traceparent(caller))
+    assert not span.is_recording()
+    made = span.get_span_context()
+    assert made.is_valid
+    assert format(made.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(made.span_id, "016x") != "b7ad6b7169203331"
+    with trace.use_span(span, end_on_exit=True):
+        assert current_traceparent().split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert tracer.start_span("new").get_span_context().is_valid
+
+
+def test_spans_are_recorded_when_a_collector_takes_them_or_a_sampler_is_asked_for() -> None:
+    exported = tracer_provider("svc", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert exported.get_tracer(__name__).start_span("x").is_recording()
+    sampled = tracer_provider("svc", {"OTEL_TRACES_SAMPLER": "always_on"})
+    assert sampled.get_tracer(__name__).start_span("x").is_recording()
