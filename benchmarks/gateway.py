@@ -1,7 +1,8 @@
 """The gateway's cost per request on this machine, next to a bare FastAPI app, in one run.
 
     .venv/bin/python benchmarks/gateway.py [--duration 8] [--connections 16] [--rounds 3]
-                                           [--uploads 40] [--profile DIR] [--out PATH]
+                                           [--uploads 40] [--upload-interval 0.25]
+                                           [--profile DIR] [--out PATH]
 
 It starts the whole platform as `make run` does (tests/stack_harness.py: every service a
 process, on free ports, against this machine's RabbitMQ and Redis) and, beside it, a bare
@@ -18,8 +19,13 @@ by history: the cost of a list the first time it is read after a change.
 That is done --rounds times; each ratio to the bare app is taken within its round (seconds
 apart, under the same load from whatever else runs on the machine), and the medians over the
 rounds are reported. Last, a 200 KB JPEG (a real photo, 1280 x 886) is uploaded --uploads times,
-one at a time, and the time until the 202 is measured. It prints req/s, p50/p99, errors and the
-ratios, checks the targets of issue 12 and writes everything as JSON (--out).
+one at a time, and the time until the 202 is measured, twice: paced, one upload every
+--upload-interval seconds (0.25: the latency a person sees, against which the target is checked),
+then back to back. Back to back, each upload's own work after its 202 (publishing its event,
+history recording it, admin counting it, and the Mongo stand-in's part in each: most of the
+platform's CPU per upload, on the same two cores) runs while the next is being accepted, so that figure is the latency of a
+client uploading as fast as the machine accepts, not of one upload. It prints req/s, p50/p99,
+errors and the ratios, checks the targets of issue 12 and writes everything as JSON (--out).
 
 The inference worker runs with INFERENCE_ROLES=embed, so the uploads wait in the queue instead
 of being restored on the same two cores while latencies are measured (in production it runs on
@@ -318,11 +324,18 @@ def sign_in_with_images(stack: RunningStack, count: int) -> tuple[dict[str, str]
     return headers, image_id
 
 
-def measure_uploads(stack: RunningStack, headers: dict[str, str], count: int) -> dict[str, float]:
+def measure_uploads(
+    stack: RunningStack, headers: dict[str, str], count: int, interval_seconds: float = 0.0
+) -> dict[str, float]:
+    """Time to the 202 of `count` uploads sent one at a time: back to back (interval 0), or each
+    at its own time on a fixed schedule (one every `interval_seconds`, sent at once if the one
+    before is still running, which at these rates it never is)."""
     content = jpeg_of_size(UPLOAD_BYTES)
     seconds = []
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        started_schedule = time.perf_counter()
         for index in range(count + 3):
+            time.sleep(max(0.0, started_schedule + index * interval_seconds - time.perf_counter()))
             started = time.perf_counter()
             answer = client.post(
                 "/v1/images", headers=headers, files={"file": (f"upload{index}.jpg", content, "image/jpeg")}
@@ -335,6 +348,7 @@ def measure_uploads(stack: RunningStack, headers: dict[str, str], count: int) ->
     return {
         "bytes": len(content),
         "uploads": count,
+        "interval_seconds": interval_seconds,
         "p50_ms": statistics.median(seconds),
         "p90_ms": seconds[int(0.9 * (len(seconds) - 1))],
         "max_ms": seconds[-1],
@@ -346,7 +360,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="every run this many times; medians are reported")
-    parser.add_argument("--uploads", type=int, default=40, help="200 KB uploads timed one at a time")
+    parser.add_argument("--uploads", type=int, default=40, help="200 KB uploads timed one at a time, each way")
+    parser.add_argument("--upload-interval", type=float, default=0.25, help="seconds between the paced uploads' starts")
     parser.add_argument("--profile", type=Path, default=None, help="record the gateway with py-spy into DIR")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gateway.json")
     args = parser.parse_args()
@@ -418,11 +433,14 @@ def main() -> None:
                 f"  cpu/request: server {run.server_cpu_us:5.0f} us, platform {run.platform_cpu_us:5.0f} us",
                 flush=True,
             )
-        uploads = measure_uploads(stack, headers, args.uploads)
-        print(
-            f"upload accepted ({uploads['bytes'] // 1024} KB JPEG, {args.uploads} one at a time): "
-            f"p50 {uploads['p50_ms']:.1f} ms  p90 {uploads['p90_ms']:.1f} ms  max {uploads['max_ms']:.1f} ms"
-        )
+        uploads = measure_uploads(stack, headers, args.uploads, args.upload_interval)
+        back_to_back = measure_uploads(stack, headers, args.uploads)
+        for name, taken in (("paced", uploads), ("back to back", back_to_back)):
+            every = f"one every {taken['interval_seconds'] * 1000:.0f} ms" if taken["interval_seconds"] else name
+            print(
+                f"upload accepted ({taken['bytes'] // 1024} KB JPEG, {args.uploads}, {every}): "
+                f"p50 {taken['p50_ms']:.1f} ms  p90 {taken['p90_ms']:.1f} ms  max {taken['max_ms']:.1f} ms"
+            )
     finally:
         bare.terminate()
         bare.wait()
@@ -439,7 +457,7 @@ def main() -> None:
         "list >= 0.35 x bare": listing.ratio_to_bare >= TARGETS["list_ratio_min"],
         "list p99 <= 40 ms": listing.p99_ms <= TARGETS["list_p99_ms_max"],
         "no errors": all(run.errors == 0 for run in runs),
-        "upload p50 <= 40 ms": uploads["p50_ms"] <= TARGETS["upload_p50_ms_max"],
+        "upload p50 <= 40 ms (paced)": uploads["p50_ms"] <= TARGETS["upload_p50_ms_max"],
     }
     for check, held in checks.items():
         print(f"  {'ok  ' if held else 'MISS'} {check}")
@@ -454,6 +472,7 @@ def main() -> None:
                 "runs": [asdict(run) for run in runs],
                 "rounds": [[asdict(run) for run in taken] for taken in rounds],
                 "upload_accepted": uploads,
+                "upload_accepted_back_to_back": back_to_back,
                 "targets": TARGETS,
                 "checks": checks,
             },
