@@ -10,6 +10,7 @@ and a user gets 403 from every admin route the API documents."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -394,17 +395,18 @@ def test_logs_of_an_upload_carry_its_trace_id(ops_stack: RunningStack, http: htt
     wait_until_settled(http, tokens, image_id)
     lines = _log_lines(ops_stack.var_dir, image_id)
     assert {"upload", "inference"} <= {service for service, _ in lines}
-    assert all('"trace_id"' in line for _, line in lines)
-    assert all(f'"trace_id": "{trace_id}"' in line for service, line in lines if service in ("upload", "inference"))
+    assert all("trace_id" in line for _, line in lines)
+    assert all(line["trace_id"] == trace_id for service, line in lines if service in ("upload", "inference"))
 
 
 SERVICES = ("gateway", "auth", "upload", "history", "admin", "inference")
 
 
-def _log_lines(var_dir: Path, text: str) -> list[tuple[str, str]]:
-    """The platform's own log lines that mention `text` (not the stand-ins' access logs)."""
+def _log_lines(var_dir: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The platform's own log lines that mention `text` (not the stand-ins' access logs), each
+    read as the JSON object it must be."""
     found = []
     for service in SERVICES:
         log = var_dir / "log" / f"{service}.log"
-        found += [(service, line) for line in log.read_text(errors="replace").splitlines() if text in line]
+        found += [(service, json.loads(line)) for line in log.read_text(errors="replace").splitlines() if text in line]
     return found
