@@ -1,6 +1,6 @@
 """The gateway's cost per request on this machine, next to a bare FastAPI app, in one run.
 
-    .venv/bin/python benchmarks/gateway.py [--duration 8] [--connections 16] [--rounds 3]
+    .venv/bin/python benchmarks/gateway.py [--duration 8] [--connections 16] [--rounds 5]
                                            [--uploads 40] [--upload-interval 0.25]
                                            [--profile DIR] [--out PATH]
 
@@ -359,7 +359,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="every run this many times; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="every run this many times; medians are reported")
     parser.add_argument("--uploads", type=int, default=40, help="200 KB uploads timed one at a time, each way")
     parser.add_argument("--upload-interval", type=float, default=0.25, help="seconds between the paced uploads' starts")
     parser.add_argument("--profile", type=Path, default=None, help="record the gateway with py-spy into DIR")
