@@ -23,8 +23,9 @@ one at a time, and the time until the 202 is measured, twice: paced, one upload 
 --upload-interval seconds (0.25: the latency a person sees, against which the target is checked),
 then back to back. Back to back, each upload's own work after its 202 (publishing its event,
 history recording it, admin counting it, and the Mongo stand-in's part in each: most of the
-platform's CPU per upload, on the same two cores) runs while the next is being accepted, so that figure is the latency of a
-client uploading as fast as the machine accepts, not of one upload. It prints req/s, p50/p99,
+platform's CPU per upload, on the same two cores) runs while the next is being accepted, so
+that figure is the latency of a client uploading as fast as the machine accepts, not of one
+upload. It prints req/s, p50/p99,
 errors and the ratios, checks the targets of issue 12 and writes everything as JSON (--out).
 
 The inference worker runs with INFERENCE_ROLES=embed, so the uploads wait in the queue instead
