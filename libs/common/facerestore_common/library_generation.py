@@ -1,24 +1,33 @@
-"""A user's library generation: a counter in Redis that history raises after every write that
+"""A user's library generation: a value in Redis that history replaces after every write that
 changes how the user's images read back, so that a copy of an answer built from them (the
-gateway's page cache) is known to be stale from one read of the counter.
+gateway's page cache) is known to be stale from one read of the value.
 
-A copy is kept with the generation read before it was built; the counter is raised after the
+A copy is kept with the generation read before it was built; the value is replaced after the
 write is stored. A copy that saw the write, or that was built while it happened, is therefore
-never taken for newer than it is: at worst it is thrown away once too often."""
+never taken for newer than it is: at worst it is thrown away once too often.
+
+Every generation is a value never used before, set by a write (here) or, when the key is absent,
+by the first read that finds it so (the gateway's request context, in the same Lua call). So a key
+that expired or that Redis evicted can never come back as a value an old copy carries: a counter
+would (an expired counter counts from 1 again, the value a copy built just before it expired has)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-# Far longer than any copy is kept: a counter that expired reads as 0, which no copy still kept
-# can carry (a copy is kept for seconds, and every write since would have raised it past 0).
+# Far longer than any copy is kept (seconds), so that users who read often keep one value.
 GENERATION_TTL_SECONDS = 24 * 3600
 
 
 def generation_key(key_prefix: str, user_id: str) -> str:
     return f"{key_prefix}:library-generation:{user_id}"
+
+
+def new_generation() -> str:
+    return secrets.token_hex(8)
 
 
 class LibraryGenerations:
@@ -29,17 +38,26 @@ class LibraryGenerations:
     def key(self, user_id: str) -> str:
         return generation_key(self._prefix, user_id)
 
+    def _keys(self, user_ids: Iterable[str]) -> list[str]:
+        return sorted({self.key(user_id) for user_id in user_ids if user_id})
+
     async def bump(self, user_ids: Iterable[str]) -> None:
-        """Raise each user's counter (one round trip); RedisError reaches the caller."""
-        keys = sorted({self.key(user_id) for user_id in user_ids if user_id})
+        """Give each user a new generation (one round trip); RedisError reaches the caller."""
+        keys = self._keys(user_ids)
         if not keys:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.incr(key)
-                pipe.expire(key, GENERATION_TTL_SECONDS)
+                pipe.set(key, new_generation(), ex=GENERATION_TTL_SECONDS)
             await pipe.execute()
 
-    async def current(self, user_id: str) -> int:
+    async def forget(self, user_ids: Iterable[str]) -> None:
+        """Remove the users' generations (an erased user's id kept in no key); a later read starts
+        a new one, which no copy carries. RedisError reaches the caller."""
+        keys = self._keys(user_ids)
+        if keys:
+            await self._redis.delete(*keys)
+
+    async def current(self, user_id: str) -> bytes | None:
         value = await self._redis.get(self.key(user_id))
-        return int(value) if value is not None else 0
+        return value.encode() if isinstance(value, str) else value

@@ -3,7 +3,8 @@ limited response and Retry-After on 429s.
 
 A window is a sorted set of the hits it holds, scored by their time; one Lua script drops the
 hits that left the window, counts and, when there is room, adds the new hit, all in one round
-trip. The same round trip can also answer whether a key exists and read another: the request
+trip. The same round trip can also answer whether a key exists and read another (starting it,
+when absent, with a value never used before: the hit's own member): the request
 context asks for the per-IP limit, for the session of the request's token and for its user's
 library generation (what the page cache checks its copies against) together. A hit has its own member in
 the set, so a hit that should not have counted (an upload refused by the upload service, an
@@ -30,10 +31,11 @@ from gateway_service.problems import Problem
 log = get_logger(__name__)
 
 # KEYS[1]: the window; then, when ARGV[4] is 1, a key whose existence is reported; then, when
-# ARGV[5] is 1, a key whose value is read.
-# ARGV: window length in ms, the limit, this hit's member, the two flags. Time is Redis's own, shared by every gateway.
+# ARGV[5] is 1, a key whose value is read, and set to this hit's member for ARGV[6] seconds when absent.
+# ARGV: window length in ms, the limit, this hit's member, the two flags, the TTL of a value set.
+# Time is Redis's own, shared by every gateway.
 # Returns {allowed (0/1), hits in the window, ms until the oldest hit leaves it, the key exists (0/1),
-# the value read (false when absent)}.
+# the value read (false when not asked)}.
 _HIT = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -58,7 +60,13 @@ if ARGV[4] == '1' then
   next_key = next_key + 1
 end
 local value = false
-if ARGV[5] == '1' then value = redis.call('GET', KEYS[next_key]) end
+if ARGV[5] == '1' then
+  value = redis.call('GET', KEYS[next_key])
+  if not value then
+    value = ARGV[3]
+    redis.call('SET', KEYS[next_key], value, 'EX', ARGV[6])
+  end
+end
 return {allowed, count, reset, exists, value}
 """
 
@@ -123,17 +131,24 @@ class RateLimiter:
         return verdict
 
     async def hit_and_check(
-        self, limit: Limit, key: str, exists_key: str | None = None, value_key: str | None = None
+        self,
+        limit: Limit,
+        key: str,
+        exists_key: str | None = None,
+        value_key: str | None = None,
+        value_ttl_seconds: int = 3600,
     ) -> tuple[Verdict | None, bool | None, bytes | None]:
         """`hit`, and in the same round trip whether `exists_key` exists and what `value_key`
-        holds (None: not asked, absent, or Redis is down and the limit fails open)."""
+        holds, set first to a value never used before (this hit's member, for
+        `value_ttl_seconds`) when absent (None: not asked, or Redis is down and the limit fails
+        open)."""
         window_key = self._key(limit, key)
         member = f"{self._member_prefix}{next(self._members)}"
         keys = [window_key, *(k for k in (exists_key, value_key) if k is not None)]
         flags = ["1" if exists_key is not None else "0", "1" if value_key is not None else "0"]
         try:
             allowed, count, reset_ms, exists, value = await self._script(
-                keys=keys, args=[limit.window_seconds * 1000, limit.amount, member, *flags]
+                keys=keys, args=[limit.window_seconds * 1000, limit.amount, member, *flags, value_ttl_seconds]
             )
         except RedisError as error:
             if limit.fail_open:

@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.requests import Request
 
-from facerestore_common.library_generation import generation_key
+from facerestore_common.library_generation import GENERATION_TTL_SECONDS, generation_key
 from facerestore_common.logging import client_ip_var, get_logger, request_id_var
 from facerestore_common.tokens import Principal, TokenVerifier
 from gateway_service import problems
@@ -139,12 +139,12 @@ class RequestContext:
                     address,
                     session_key,
                     generation_key(self.key_prefix, user_id) if user_id is not None else None,
+                    GENERATION_TTL_SECONDS,
                 )
                 if session_id is not None and ended is not None:
                     self.sessions.remember(session_id, ended)
-                # ended is None when Redis did not answer: then nothing is served from memory.
-                if page_key is not None and ended is False:
-                    generation = generation or b"0"
+                # ended and generation are None when Redis did not answer: nothing is served from memory.
+                if page_key is not None and ended is False and generation is not None:
                     kept = self.pages.lookup(page_key, generation)
                     if kept is None:
                         scope.setdefault("state", {})[PAGE_TO_KEEP] = (page_key, generation)

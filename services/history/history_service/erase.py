@@ -76,6 +76,7 @@ class UserEraser:
         elif self._history.faces is not None:
             await self._history.faces.delete_user(user_id)
         await self._activity_outbox.delete_many({"user_id": user_id})
+        await self._items.forget_owner(user_id)
         await self._erased.update_one({"_id": marker}, {"$set": {"state": "done", "finished_at_ms": now_ms()}})
         log.info("user_erased", user=marker, images_erased=erased)
         return erased
@@ -99,4 +100,6 @@ class UserEraser:
         await self._history.remove_blobs(sorted({key for key in keys if key}))
         await self.remove_image_data(image_id)
         await self._items.delete_one({"_id": image_id})
+        if doc is not None and doc.get("user_id"):
+            await self._items.forget_owner(doc["user_id"])
         log.info("erased_users_image_discarded", image_id=image_id)

@@ -105,6 +105,14 @@ class TrackedItems:
             await self._bump(owners)
         return result
 
+    async def forget_owner(self, user_id: str) -> None:
+        """Remove an erased user's library generation: no key names them once their items are gone."""
+        try:
+            await self._generations.forget([user_id])
+        except RedisError as error:
+            # It expires on its own (GENERATION_TTL_SECONDS); nothing reads it once the account is closed.
+            log.warning("library_generation_not_forgotten", error=repr(error))
+
     # --- whose items ------------------------------------------------------------------------------
 
     async def _owners(self, query: Filter) -> set[str]:

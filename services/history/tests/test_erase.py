@@ -14,6 +14,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from facerestore.events.v1 import events_pb2
 from facerestore_common.events import new_envelope
+from facerestore_common.library_generation import LibraryGenerations
 from facerestore_common.pseudonym import pseudonym
 from facerestore_common.storage import BlobStore
 from history_service.consumer import HistoryProjector
@@ -107,6 +108,7 @@ async def test_erasing_leaves_nothing_of_the_user_and_everything_of_another(
     database: AsyncIOMotorDatabase,
     face_index: EdgeFaceIndex,
     eraser: UserEraser,
+    generations: LibraryGenerations,
 ) -> None:
     alice_keys = await add_user_data(project, events, blobs, history, ALICE, 5)
     bob_keys = await add_user_data(project, events, blobs, history, BOB, 2)
@@ -129,6 +131,9 @@ async def test_erasing_leaves_nothing_of_the_user_and_everything_of_another(
     # What is kept: that a user was erased, under a pseudonym nobody can link back without the key.
     marker = await database["erased_users"].find_one({"_id": pseudonym(SECRET, ALICE)})
     assert marker is not None and marker["state"] == "done" and marker["images_erased"] == 5
+    # Nor does a key in Redis name her (her library generation, which the page cache read).
+    assert await generations.current(ALICE) is None
+    assert await generations.current(BOB) is not None
     # Bob is untouched.
     assert [item.id for item in (await history.items.list(10, "", BOB))[0]] == [f"{BOB}-img-0"]
     for key in bob_keys:
@@ -158,6 +163,7 @@ async def test_events_about_an_erased_users_images_that_arrive_later_are_discard
     history: History,
     database: AsyncIOMotorDatabase,
     eraser: UserEraser,
+    generations: LibraryGenerations,
 ) -> None:
     projector = HistoryProjector(history, eraser=eraser)
     await eraser.erase(ALICE)
@@ -173,6 +179,7 @@ async def test_events_about_an_erased_users_images_that_arrive_later_are_discard
 
     assert await documents_mentioning(database, ALICE) == []
     assert await history.items.get("late-img") is None
+    assert await generations.current(ALICE) is None
     for key in named:
         assert not await blobs.exists(key), key
     # Another user's events go on as ever.

@@ -39,15 +39,20 @@ RESULT_FIELDS = {
 
 
 @asynccontextmanager
-async def raises_generation_of(generations: LibraryGenerations, owner: str | None) -> AsyncIterator[None]:
-    """The block raises `owner`'s generation (None: nobody's) and leaves everyone else's as it was."""
+async def raises_generation_of(
+    generations: LibraryGenerations, owner: str | None, forgotten: bool = False
+) -> AsyncIterator[None]:
+    """The block raises `owner`'s generation (None: nobody's), or with `forgotten` removes it, and
+    leaves everyone else's as it was."""
     users = (ALICE, BOB)
     before = {user: await generations.current(user) for user in users}
     yield
     after = {user: await generations.current(user) for user in users}
     for user in users:
-        if user == owner:
-            assert after[user] > before[user], f"{user}'s generation was not raised"
+        if user == owner and forgotten:
+            assert before[user] is not None and after[user] is None, f"{user}'s generation was not removed"
+        elif user == owner:
+            assert after[user] is not None and after[user] != before[user], f"{user}'s generation was not raised"
         else:
             assert after[user] == before[user], f"{user}'s generation was raised"
 
@@ -181,7 +186,7 @@ async def test_deleting_raises_only_the_owners_generation(
 
 
 @pytest.mark.usefixtures("images")
-async def test_erasing_a_user_and_discarding_their_late_images_raise_only_their_generation(
+async def test_erasing_a_user_and_discarding_their_late_images_remove_only_their_generation(
     database: AsyncIOMotorDatabase,
     history: History,
     project: HistoryProjector,
@@ -189,10 +194,10 @@ async def test_erasing_a_user_and_discarding_their_late_images_raise_only_their_
     generations: LibraryGenerations,
 ) -> None:
     eraser = UserEraser(database, history, "tracked-items-secret-0123456789")
-    async with raises_generation_of(generations, ALICE):
+    async with raises_generation_of(generations, ALICE, forgotten=True):
         assert await eraser.erase(ALICE) == 1
     await project(events.uploaded("alice-late", ALICE))
-    async with raises_generation_of(generations, ALICE):
+    async with raises_generation_of(generations, ALICE, forgotten=True):
         await eraser.discard_image("alice-late", [])
     assert await history.items.get("alice-late") is None
 
