@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 
 from gateway_service.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
@@ -365,6 +365,12 @@ RESPONSE_EXAMPLES: dict[str, Any] = {
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def api_router(*tags: str) -> APIRouter:
+    """A router of the API's routes, naming its operations as the table says. The app takes its
+    routes as its own (app.py), so an app-wide generate_unique_id_function would not reach them."""
+    return APIRouter(tags=list(tags), generate_unique_id_function=operation_id)
 
 
 def operation_id(route: APIRoute) -> str:

@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
 from jsonschema import Draft202012Validator
 
+from gateway_service import app as gateway_app
 from gateway_service import openapi_document
 from gateway_service.app import create_app
 from gateway_service.problems import PROBLEM_MEDIA_TYPE
@@ -21,6 +23,17 @@ PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDetails"}
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     return create_app(Settings(webapp_dir="")).openapi()
+
+
+def test_the_routes_taken_as_the_apps_own_are_documented_as_include_router_would(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def include(app: FastAPI, router: APIRouter) -> None:
+        app.include_router(router)
+
+    monkeypatch.setattr(gateway_app, "add_routes", include)
+    included = create_app(Settings(webapp_dir="")).openapi()
+    assert json.dumps(included, sort_keys=True) == json.dumps(document, sort_keys=True)
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 from pydantic import BaseModel, Field
 
 from facerestore.auth.v1 import auth_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import UNAUTHORIZED
 
-router = APIRouter(tags=["auth"])
+router = api_router("auth")
 
 
 class AccountErased(BaseModel):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from facerestore.admin.v1 import admin_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import admin_image_out, user_out
 from gateway_service.dependencies import AdminUser, AppSettings, Clients
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, Responses, problem
 from gateway_service.schemas import AdminImagePage, BanRequest, UserOut, UserPage
 
-router = APIRouter(tags=["admin"])
+router = api_router("admin")
 _admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
 
 Limit = Annotated[int, Query(ge=1, le=100)]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 from fastapi.responses import JSONResponse
 
 from facerestore.auth.v1 import auth_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import tokens_out, user_out
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import INVALID, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.schemas import (
     CodeSent,
@@ -25,7 +26,7 @@ from gateway_service.schemas import (
     UserOut,
 )
 
-router = APIRouter(tags=["auth"])
+router = api_router("auth")
 
 _WRONG_CODE = problem("The code is wrong, used, expired, or has had too many wrong tries")
 _CODE_LIMITS = rate_limited(

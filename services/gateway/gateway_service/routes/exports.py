@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import quote
 
 import grpc
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 from fastapi.responses import StreamingResponse
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
@@ -16,10 +16,11 @@ from pydantic import BaseModel, Field
 from facerestore.history.v1 import history_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, ExportQuota
+from gateway_service.openapi_document import api_router
 from gateway_service.problems import Problem
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, problem, rate_limited
 
-router = APIRouter(tags=["exports"])
+router = api_router("exports")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -11,13 +11,14 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from gateway_service.clients import ServiceClients
+from gateway_service.openapi_document import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router("health")
 
 
 class Readiness:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
+from fastapi import File, Form, Header, Query, Request, Response, UploadFile, status
 
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
@@ -14,13 +14,14 @@ from facerestore_common.restoration_options import MAX_CHOSEN_FACES
 from gateway_service.convert import image_fields, model_json, options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
 from gateway_service.model_choice import OptionsAsked, resolved
+from gateway_service.openapi_document import api_router
 from gateway_service.page_cache import keep_answer
 from gateway_service.problems import Problem
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.routes.library import Filters, IncludeRestored, image_with_inline
 from gateway_service.schemas import ImageOut, ImagePage, ModelChoice, RestorationOut
 
-router = APIRouter(tags=["images"])
+router = api_router("images")
 
 
 @router.post(

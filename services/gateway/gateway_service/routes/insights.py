@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from facerestore.admin.v1 import admin_pb2
@@ -14,9 +14,10 @@ from gateway_service.admin_convert import activity_out, audit_out, stats_out
 from gateway_service.admin_schemas import AuditPage, StatsOut, UserActivityOut
 from gateway_service.convert import user_out
 from gateway_service.dependencies import AdminUser, AppSettings, Clients
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, Responses
 
-router = APIRouter(tags=["admin"])
+router = api_router("admin")
 _admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
 
 Limit = Annotated[int, Query(ge=1, le=200)]

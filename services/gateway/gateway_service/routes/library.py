@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import Depends, Query, Request, status
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,11 +16,12 @@ from facerestore.history.v1 import history_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import feedback_fields, image_fields, image_out
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser
+from gateway_service.openapi_document import api_router
 from gateway_service.problems import Problem
 from gateway_service.responses import INVALID, NOT_FOUND, UNAUTHORIZED, problem
 from gateway_service.schemas import FeedbackOut, ImageOut
 
-router = APIRouter(tags=["images"])
+router = api_router("images")
 
 ImageStatus = Literal["queued", "processing", "done", "failed"]
 FilterTag = Annotated[str, Field(min_length=1, max_length=32)]

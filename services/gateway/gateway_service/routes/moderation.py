@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from facerestore.admin.v1 import admin_pb2
 from facerestore.history.v1 import history_pb2
@@ -15,9 +15,10 @@ from facerestore_common.grpc_client import call_metadata
 from gateway_service.admin_convert import case_out
 from gateway_service.admin_schemas import ModerationPage, ReasonRequest, ReportRequest
 from gateway_service.dependencies import AdminUser, AppSettings, Clients, CurrentUser
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, Responses
 
-router = APIRouter()
+router = api_router()
 _admin_errors: Responses = {401: UNAUTHORIZED, 403: FORBIDDEN}
 Route = TypeVar("Route", bound=Callable[..., Awaitable[Response]])
 

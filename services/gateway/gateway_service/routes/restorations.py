@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, Header, status
+from fastapi import Header, status
 
 from facerestore.history.v1 import history_pb2
 from facerestore.upload.v1 import upload_pb2
@@ -16,10 +16,11 @@ from facerestore_common.topology import RESTORER_FAMILIES
 from gateway_service.convert import options_fields
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, Models, UploadQuota
 from gateway_service.model_choice import OptionsAsked, live_models, resolved
+from gateway_service.openapi_document import api_router
 from gateway_service.responses import NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, problem, rate_limited
 from gateway_service.schemas import RestorationModelList, RestorationModelOut, RestorationOut, RestorationRequest
 
-router = APIRouter()
+router = api_router()
 
 REPROCESS_CONFLICT = problem(
     "model-unavailable: no live worker can run the model asked for (the body names it); or "

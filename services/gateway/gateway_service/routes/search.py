@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import grpc
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -19,11 +19,12 @@ from facerestore.history.v1 import history_pb2
 from facerestore_common.grpc_client import call_metadata
 from gateway_service.convert import search_result_out
 from gateway_service.dependencies import AppSettings, Clients, CurrentUser, SearchQuota
+from gateway_service.openapi_document import api_router
 from gateway_service.problems import Problem
 from gateway_service.responses import UNAUTHORIZED, problem, rate_limited
 from gateway_service.schemas import SearchByFace, SearchOptions, SearchResult, SearchUpload
 
-router = APIRouter(tags=["search"])
+router = api_router("search")
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
