@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from facerestore_common.library_generation import LibraryGenerations
+
 BIN = Path(sys.executable).parent
 
 
@@ -105,6 +107,12 @@ async def redis(redis_url: str, unique_name: str) -> AsyncIterator[Redis]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def generations(redis: Redis, unique_name: str) -> LibraryGenerations:
+    """The users' library generations, under the test's own key prefix."""
+    return LibraryGenerations(redis, unique_name)
 
 
 class TcpRelay:

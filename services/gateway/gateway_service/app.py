@@ -47,7 +47,7 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     router that every request walks through until its route matches (~12 µs a request measured
     in-process for the first router, more for each before the one that matches); these routers
     set nothing that include_router would add (no prefix, dependencies or responses of their
-    own), and the OpenAPI document is the same either way (tests/test_openapi_document.py)."""
+    own), and the OpenAPI document is the same either way (services/gateway/tests/test_openapi_document.py)."""
     app.router.routes.extend(router.routes)
 
 

@@ -83,13 +83,16 @@ def tags_of(page: httpx.Response) -> list[str]:
 
 
 async def test_the_same_read_with_the_same_token_is_answered_from_memory_until_the_users_generation_moves(
-    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
+    redis_url: str,
+    unique_name: str,
+    running: RunGateway,
+    bearer: SignBearer,
+    make_settings: SettingsFactory,
+    generations: LibraryGenerations,
 ) -> None:
     async with history_server() as (history, target):
         settings = make_settings(redis_url, unique_name, history_grpc_target=target)
         anna = bearer(settings, "anna")
-        redis = Redis.from_url(redis_url)
-        generations = LibraryGenerations(redis, unique_name)
         hits_before = page_cache_hits()
         async with running(settings) as (_, http):
             # The first read verifies the token: only from then on can one be served from memory.
@@ -118,17 +121,19 @@ async def test_the_same_read_with_the_same_token_is_answered_from_memory_until_t
             assert tags_of(await http.get("/v1/images?limit=20", headers=anna)) == ["second"]
             assert history.calls[4:] == ["list limit=20"]
             assert page_cache_hits() == hits_before + 4
-        await redis.aclose()
 
 
 async def test_a_generation_that_expired_or_was_evicted_never_brings_a_kept_answer_back(
-    redis_url: str, unique_name: str, running: RunGateway, bearer: SignBearer, make_settings: SettingsFactory
+    redis_url: str,
+    unique_name: str,
+    running: RunGateway,
+    bearer: SignBearer,
+    make_settings: SettingsFactory,
+    generations: LibraryGenerations,
 ) -> None:
     async with history_server() as (history, target):
         settings = make_settings(redis_url, unique_name, history_grpc_target=target)
         anna = bearer(settings, "anna")
-        redis = Redis.from_url(redis_url)
-        generations = LibraryGenerations(redis, unique_name)
         async with running(settings) as (_, http):
             await generations.bump(["anna"])
             for _ in range(3):  # verify the token, keep the answer, serve it
@@ -137,19 +142,18 @@ async def test_a_generation_that_expired_or_was_evicted_never_brings_a_kept_answ
 
             # Gone (its TTL, or Redis's eviction), then a write: the new generation is one no
             # kept answer carries (a counter would count to the kept answer's value again).
-            await redis.delete(generations.key("anna"))
+            await generations.forget(["anna"])
             history.tag = "second"
             await generations.bump(["anna"])
             assert tags_of(await http.get("/v1/images", headers=anna)) == ["second"]
 
             # Gone with no write since: the read that finds it absent starts a new one.
-            await redis.delete(generations.key("anna"))
+            await generations.forget(["anna"])
             history.tag = "third"
             assert tags_of(await http.get("/v1/images", headers=anna)) == ["third"]
             assert await generations.current("anna") is not None
             assert tags_of(await http.get("/v1/images", headers=anna)) == ["third"]
             assert len(history.calls) == 4
-        await redis.aclose()
 
 
 async def test_an_answer_is_never_served_to_another_token_to_an_ended_session_or_past_its_age(

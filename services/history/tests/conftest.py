@@ -18,7 +18,6 @@ import dlib
 import numpy as np
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from redis.asyncio import Redis
 
 from facerestore.events.v1 import events_pb2
 from facerestore.inference.v1 import embedding_pb2
@@ -45,12 +44,6 @@ async def database(mongo_url: str, unique_name: str) -> AsyncIterator[AsyncIOMot
     db = mongo.connect(mongo_url, unique_name)
     yield db
     db.client.close()
-
-
-@pytest.fixture
-def generations(redis: Redis, unique_name: str) -> LibraryGenerations:
-    """The users' library generations, under the test's own key prefix."""
-    return LibraryGenerations(redis, unique_name)
 
 
 @pytest.fixture
